@@ -1,0 +1,173 @@
+"""The catalog on disk (DESIGN.md, "Catalog on disk").
+
+::
+
+    <root>/stages/<stage>/fp=<fingerprint>/stage.json
+    <root>/stages/<stage>/fp=<fingerprint>/shard=00042.parquet
+    <root>/stages/<stage>/fp=<fingerprint>/_done/00042.json
+    <root>/runs/<run_id>.json
+
+A shard counts as done only when its marker exists and names the sha256 of
+the Parquet file beside it; a stray file never counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def fingerprint(stage: str, version: str, params: dict, upstream: list[str], extra: dict | None = None) -> str:
+    """hash(stage name, stage version, params, upstream fingerprints): 16 hex chars."""
+    doc = {"stage": stage, "version": version, "params": params, "upstream": upstream, "extra": extra or {}}
+    blob = json.dumps(doc, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, rename (never a half file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, doc: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class StageDir:
+    """One (stage, fingerprint) folder."""
+
+    path: Path
+
+    @property
+    def stage(self) -> str:
+        return self.path.parent.name
+
+    @property
+    def fingerprint(self) -> str:
+        return self.path.name.removeprefix("fp=")
+
+    def shard_path(self, shard: int) -> Path:
+        return self.path / f"shard={shard:05d}.parquet"
+
+    def marker_path(self, shard: int) -> Path:
+        return self.path / "_done" / f"{shard:05d}.json"
+
+    def marker(self, shard: int) -> dict | None:
+        """The shard's marker if it is valid for the file beside it, else None."""
+        try:
+            doc = json.loads(self.marker_path(shard).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        shard_file = self.shard_path(shard)
+        if not shard_file.exists() or doc.get("bytes") != shard_file.stat().st_size:
+            return None
+        if doc.get("sha256") != sha256_file(shard_file):
+            return None
+        return doc
+
+    def write_shard(self, shard: int, table: pa.Table, marker: dict) -> dict:
+        """Write the Parquet file atomically, then the marker (last)."""
+        target = self.shard_path(shard)
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            pq.write_table(table, tmp, compression="zstd")
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+            _fsync_dir(self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        doc = dict(marker, shard=shard, rows=table.num_rows, bytes=target.stat().st_size,
+                   sha256=sha256_file(target))
+        atomic_write_json(self.marker_path(shard), doc)
+        return doc
+
+    def read_shard(self, shard: int) -> pa.Table:
+        return pq.read_table(self.shard_path(shard))
+
+    def done_shards(self) -> list[int]:
+        done = self.path / "_done"
+        if not done.is_dir():
+            return []
+        return sorted(int(p.stem) for p in done.glob("*.json") if p.stem.isdigit())
+
+
+class Catalog:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def stage_dir(self, stage: str, fp: str) -> StageDir:
+        return StageDir(self.root / "stages" / stage / f"fp={fp}")
+
+    def stage_dirs(self, stage: str) -> list[StageDir]:
+        """Every fingerprint of a stage, newest stage.json last."""
+        base = self.root / "stages" / stage
+        dirs = [StageDir(p) for p in base.glob("fp=*") if (p / "stage.json").exists()]
+        return sorted(dirs, key=lambda d: (d.path / "stage.json").stat().st_mtime)
+
+    def latest(self, stage: str) -> StageDir | None:
+        """The fingerprint the most recent run used for ``stage``."""
+        runs = self.runs()
+        for run in reversed(runs):
+            fp = run.get("fingerprints", {}).get(stage)
+            if fp and (self.stage_dir(stage, fp).path / "stage.json").exists():
+                return self.stage_dir(stage, fp)
+        dirs = self.stage_dirs(stage)
+        return dirs[-1] if dirs else None
+
+    def stages(self) -> list[str]:
+        base = self.root / "stages"
+        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+    def runs(self) -> list[dict]:
+        docs = []
+        for p in sorted((self.root / "runs").glob("*.json")):
+            try:
+                docs.append(json.loads(p.read_text()))
+            except json.JSONDecodeError:
+                continue
+        return sorted(docs, key=lambda d: d.get("started_at", ""))
+
+    def write_run(self, run_id: str, doc: dict) -> Path:
+        path = self.root / "runs" / f"{run_id}.json"
+        atomic_write_json(path, doc)
+        return path

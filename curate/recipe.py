@@ -1,0 +1,163 @@
+"""Recipe YAML -> validated model, refused before any work when wrong.
+
+Errors name the file, the dotted key path and what is allowed, e.g.::
+
+    recipes/demo.yaml: stages.crawl.max_hieght: unknown key (allowed: sources, max_height, ...)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from .stages import available_stages
+from .stages.base import Resources
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class RecipeError(Exception):
+    """A recipe that cannot run; the message is meant for the user as is."""
+
+
+class RayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    address: str | None = Field(None, description='null = local Ray; "auto" or ray://host:10001 = a cluster')
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray (default: all)")
+
+
+class Recipe(BaseModel):
+    """Fields common to every recipe; ``stages`` is built from the stage registry."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    catalog: Path
+    ray: RayConfig = RayConfig()
+    shards: int = Field(4, ge=1, le=100_000)
+    stages: Any
+    release: dict | None = None
+
+    # Filled by load_recipe, not by the YAML.
+    path: Path | None = None
+
+    def stage_params(self) -> dict[str, BaseModel]:
+        """Enabled stages in pipeline order -> their params (without ``resources``)."""
+        out = {}
+        for name in available_stages():
+            cfg = getattr(self.stages, name, None)
+            if cfg is not None:
+                out[name] = cfg
+        return out
+
+    def stage_resources(self, name: str) -> Resources:
+        cls = available_stages()[name]
+        override = getattr(self.stages, name).resources
+        if override is None:
+            return cls.resources
+        return cls.resources.model_copy(update=override.model_dump(exclude_unset=True))
+
+
+def _stage_config_model(name: str, params_cls: type[BaseModel]) -> type[BaseModel]:
+    return create_model(f"{name.title()}Config", __base__=params_cls,
+                        resources=(Resources | None, None))
+
+
+def _stages_model() -> type[BaseModel]:
+    fields = {name: (_stage_config_model(name, cls.Params) | None, None)
+              for name, cls in available_stages().items()}
+    return create_model("Stages", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def interpolate(value: Any, where: str = "") -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of the document."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, str):
+        def sub(m: re.Match) -> str:
+            var, default = m.group(1), m.group(2)
+            if var in os.environ:
+                return os.environ[var]
+            if default is not None:
+                return default
+            raise RecipeError(f"{where}: environment variable ${{{var}}} is not set "
+                              f"(set it, or write ${{{var}:-default}})")
+        return _ENV.sub(sub, value)
+    return value
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Walk ``model`` along ``loc`` (minus the offending key) and list its fields."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        current = _unwrap(fields[part].annotation)
+    fields = getattr(current, "model_fields", {})
+    return [k for k in fields if k != "path"]
+
+
+def _unwrap(annotation: Any) -> Any:
+    for arg in getattr(annotation, "__args__", ()) or ():
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return annotation
+
+
+def _format_errors(path: Path, exc: ValidationError, model: type[BaseModel]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, loc)
+            hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+            lines.append(f"{path}: {key}: unknown key{hint}")
+        elif err["type"] == "missing":
+            lines.append(f"{path}: {key}: required key is missing")
+        else:
+            given = err.get("input")
+            given_txt = f" (got {given!r})" if not isinstance(given, (dict, list)) else ""
+            lines.append(f"{path}: {key}: {err['msg']}{given_txt}")
+    return "\n".join(lines)
+
+
+def load_recipe(path: str | Path, ray_address: str | None = None) -> Recipe:
+    """Read, interpolate and validate a recipe; raise RecipeError with a readable message."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: no such recipe file") from None
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(doc, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping with keys name, catalog, stages, ...")
+    try:
+        doc = interpolate(doc)
+    except RecipeError as exc:
+        raise RecipeError(f"{path}: {exc}") from None
+    recipe_dir = path.resolve().parent
+    model = create_model("RecipeModel", __base__=Recipe, stages=(_stages_model(), ...))
+    try:
+        from .stages.base import recipe_dir_context
+        with recipe_dir_context(recipe_dir):
+            recipe = model.model_validate(doc)
+    except ValidationError as exc:
+        raise RecipeError(_format_errors(path, exc, model)) from None
+    if not recipe.stage_params():
+        raise RecipeError(f"{path}: stages: no stage enabled (known: {', '.join(available_stages())})")
+    catalog = recipe.catalog if recipe.catalog.is_absolute() else (recipe_dir / recipe.catalog)
+    updates: dict[str, Any] = {"path": path.resolve(), "catalog": catalog.resolve()}
+    if ray_address is not None:
+        updates["ray"] = recipe.ray.model_copy(update={"address": ray_address or None})
+    return recipe.model_copy(update=updates)

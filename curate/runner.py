@@ -1,0 +1,243 @@
+"""`curate run`: plan (stage, shard) units and run them on Ray.
+
+Stages run in pipeline order; within a stage every pending shard is a unit
+of work handed to a pool of Ray actors (one stage instance each, so models
+load once per worker). A shard is skipped when its marker is valid, its
+upstream shards are unchanged and it holds no ``transient`` row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import time
+import uuid
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .catalog import Catalog, atomic_write_json, fingerprint
+from .recipe import Recipe, RecipeError
+from .shards import shard_of
+from .stages import available_stages
+from .stages.base import Resources, Stage
+from .worker import ShardWorker, _digest
+
+log = logging.getLogger("curate.runner")
+
+# Environment variables local and cluster workers need to see like the driver.
+_PASSTHROUGH_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE", "CURATE_CACHE")
+
+
+@dataclass
+class StagePlan:
+    name: str
+    cls: type[Stage]
+    params: dict
+    fingerprint: str
+    inputs: dict[str, str]  # upstream stage -> fingerprint
+    resources: Resources
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    catalog: Path
+    stages: list[StagePlan]
+    errors: list[str] = field(default_factory=list)
+    record_path: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def plan(recipe: Recipe) -> list[StagePlan]:
+    """Fingerprints in pipeline order; refuses a stage whose inputs are not enabled."""
+    stages = available_stages()
+    enabled = recipe.stage_params()
+    plans: dict[str, StagePlan] = {}
+    for name, cfg in enabled.items():
+        cls = stages[name]
+        missing = [i for i in cls.inputs if i not in enabled]
+        if missing:
+            raise RecipeError(f"{recipe.path}: stages.{name} reads {', '.join(missing)}, "
+                              f"which the recipe does not enable (add stages.{missing[0]})")
+        params = cfg.model_dump(mode="json", exclude={"resources"})
+        inputs = {i: plans[i].fingerprint for i in cls.inputs}
+        extra = {"shards": recipe.shards}
+        fp = fingerprint(name, cls.version, params, list(inputs.values()), extra)
+        plans[name] = StagePlan(name, cls, params, fp, inputs, recipe.stage_resources(name))
+    return list(plans.values())
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("curate", "yt-dlp", "ray", "pyarrow", "duckdb", "faster-whisper", "open_clip_torch", "torch", "openai"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _init_ray(recipe: Recipe, plans: list[StagePlan]):
+    import ray
+
+    if ray.is_initialized():
+        return ray, False
+    env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
+    for p in plans:
+        for name in p.cls.required_env(p.cls.Params.model_validate(p.params)):
+            if name in os.environ:
+                env[name] = os.environ[name]
+    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                  runtime_env={"env_vars": env} if env else None)
+    if recipe.ray.address:
+        ray.init(address=recipe.ray.address, **kwargs)
+    else:
+        ray.init(num_cpus=recipe.ray.num_cpus, **kwargs)
+    return ray, True
+
+
+class Runner:
+    def __init__(self, recipe: Recipe, console: Console | None = None):
+        self.recipe = recipe
+        self.catalog = Catalog(recipe.catalog)
+        self.console = console or Console(stderr=True)
+
+    # --- what is left to do ------------------------------------------------
+    def _upstream_digest(self, p: StagePlan, shard: int) -> dict | None:
+        if not p.inputs:
+            sources = [r[p.cls.input_key] for r in p.cls.source_rows(p.cls.Params.model_validate(p.params))]
+            return {"sources": _digest([s for s in sources if shard_of(s, self.recipe.shards) == shard])}
+        digest = {}
+        for name, fp in p.inputs.items():
+            shards = range(self.recipe.shards) if p.cls.scope == "global" else [shard]
+            for s in shards:
+                marker = self.catalog.stage_dir(name, fp).marker(s)
+                if marker is None:
+                    return None
+                digest[f"{name}/{s}"] = marker["sha256"]
+        return digest
+
+    def pending(self, p: StagePlan) -> tuple[list[int | None], list[int]]:
+        """(units to run, shards blocked by an unfinished upstream shard)."""
+        sd = self.catalog.stage_dir(p.name, p.fingerprint)
+        todo, blocked = [], []
+        for s in range(self.recipe.shards):
+            upstream = self._upstream_digest(p, 0 if p.cls.scope == "global" else s)
+            if upstream is None:
+                blocked.append(s)
+                continue
+            marker = sd.marker(s)
+            if marker and marker.get("upstream") == upstream and not marker["counts"].get("transient"):
+                continue
+            todo.append(s)
+        if p.cls.scope == "global":
+            return ([None] if todo and not blocked else []), blocked
+        return todo, blocked
+
+    # --- running ------------------------------------------------------------
+    def run(self) -> RunResult:
+        plans = plan(self.recipe)
+        run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+        result = RunResult(run_id, self.recipe.catalog, plans)
+        record = {
+            "run_id": run_id,
+            "recipe_path": str(self.recipe.path),
+            "recipe": self.recipe.model_dump(mode="json", exclude={"path"}),
+            "versions": _versions(),
+            "fingerprints": {p.name: p.fingerprint for p in plans},
+            "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "status": "running",
+            "stages": {},
+        }
+        for p in plans:
+            sd = self.catalog.stage_dir(p.name, p.fingerprint)
+            if not (sd.path / "stage.json").exists():
+                atomic_write_json(sd.path / "stage.json", {
+                    "stage": p.name, "version": p.cls.version, "fingerprint": p.fingerprint,
+                    "params": p.params, "inputs": p.inputs, "shards": self.recipe.shards,
+                    "created_at": dt.datetime.now(dt.timezone.utc).isoformat()})
+        result.record_path = self.catalog.write_run(run_id, record)
+
+        ray, owns_ray = None, False
+        try:
+            with Progress(TextColumn("[bold]{task.description:<11}"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("shards"), TimeElapsedColumn(), console=self.console) as progress:
+                for p in plans:
+                    started = time.time()
+                    if ray is None and self.pending(p)[0]:  # start Ray only when there is work
+                        ray, owns_ray = _init_ray(self.recipe, plans)
+                    errors = self._run_stage(ray, p, progress)
+                    result.errors.extend(errors)
+                    record["stages"][p.name] = {"seconds": round(time.time() - started, 3),
+                                                "fingerprint": p.fingerprint, "errors": errors}
+                    self.catalog.write_run(run_id, record)
+        finally:
+            if owns_ray:
+                ray.shutdown()
+        from .summary import stage_summaries
+
+        summaries = stage_summaries(self.catalog, {p.name: p.fingerprint for p in plans}, self.recipe.shards)
+        for name, summary in summaries.items():
+            record["stages"].setdefault(name, {}).update(summary)
+        record["totals"] = {k: sum(s["sums"].get(k, 0) for s in summaries.values())
+                            for k in ("prompt_tokens", "completion_tokens", "cost_usd")}
+        record["status"] = "finished" if result.ok else "finished_with_errors"
+        record["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+        self.catalog.write_run(run_id, record)
+        return result
+
+    def _run_stage(self, ray, p: StagePlan, progress: Progress) -> list[str]:
+        units, blocked = self.pending(p)
+        total = 1 if p.cls.scope == "global" else self.recipe.shards
+        done = total - len(units) - (len(blocked) if p.cls.scope != "global" else (1 if blocked else 0))
+        task = progress.add_task(p.name, total=total, completed=done)
+        errors = []
+        if blocked:
+            errors.append(f"{p.name}: {len(blocked)} shard(s) wait for an upstream shard that did not finish")
+        if not units:
+            return errors
+        cluster_cpus = ray.cluster_resources().get("CPU", 1)
+        n_workers = max(1, min(len(units), int(cluster_cpus // max(p.resources.cpus, 0.01)) or 1,
+                               p.cls.max_workers or len(units)))
+        Worker = ray.remote(ShardWorker)
+        actors = [Worker.options(**p.resources.ray_options()).remote(
+            p.name, p.params, str(self.recipe.catalog), str(self.recipe.path.parent), self.recipe.shards,
+            p.fingerprint, p.inputs) for _ in range(n_workers)]
+        queue = list(units)
+        running = {}
+        for actor in actors:
+            if queue:
+                unit = queue.pop(0)
+                running[actor.run.remote(unit)] = (actor, unit)
+        while running:
+            ready, _ = ray.wait(list(running), num_returns=1)
+            ref = ready[0]
+            actor, unit = running.pop(ref)
+            try:
+                ray.get(ref)
+            except Exception as exc:  # a stage bug: report it, keep the other shards going
+                cause = getattr(exc, "cause", None) or exc
+                errors.append(f"{p.name} shard {unit if unit is not None else 'all'}: {type(cause).__name__}: {cause}")
+                log.debug("shard failed", exc_info=True)
+                if isinstance(exc, ray.exceptions.RayActorError):  # the worker died: replace it
+                    actor = Worker.options(**p.resources.ray_options()).remote(
+                        p.name, p.params, str(self.recipe.catalog), str(self.recipe.path.parent),
+                        self.recipe.shards, p.fingerprint, p.inputs)
+                    actors.append(actor)
+            progress.advance(task)
+            if queue:
+                unit = queue.pop(0)
+                running[actor.run.remote(unit)] = (actor, unit)
+        for actor in actors:
+            ray.kill(actor)
+        return errors

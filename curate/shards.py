@@ -1,0 +1,46 @@
+"""Assembling a stage's input for one shard from the catalog."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .catalog import StageDir
+from .status import STATUS_COLUMNS
+
+SHARD_COLUMN = "__shard"
+
+
+def shard_of(key: str, n_shards: int) -> int:
+    """Stable shard of a source key (independent of Python's hash seed)."""
+    return int.from_bytes(hashlib.sha1(key.encode()).digest()[:8], "big") % n_shards
+
+
+def only_ok(table: pa.Table) -> pa.Table:
+    return table.filter(pc.equal(table.column("status"), "ok"))
+
+
+def join_inputs(primary: pa.Table, others: list[tuple[pa.Table, str]]) -> pa.Table:
+    """Left-join each (table, key) onto the primary's ok rows, bringing only new columns."""
+    out = only_ok(primary)
+    for table, key in others:
+        if key not in out.column_names:
+            raise ValueError(f"cannot join on {key!r}: the primary input has no such column")
+        keep = [c for c in table.column_names if c == key or (c not in out.column_names and c not in STATUS_COLUMNS)]
+        side = only_ok(table)
+        # A take() by position keeps the primary's row order and handles list/struct columns.
+        index = {k: i for i, k in enumerate(side.column(key).to_pylist())}
+        positions = pa.array([index.get(k) for k in out.column(key).to_pylist()], pa.int64())
+        for name in keep:
+            if name != key:
+                out = out.append_column(side.schema.field(name), side.column(name).take(positions))
+    return out
+
+
+def read_stage_shard(stage_dir: StageDir, shard: int, with_shard_column: bool = False) -> pa.Table:
+    table = stage_dir.read_shard(shard)
+    if with_shard_column:
+        table = table.append_column(SHARD_COLUMN, pa.array([shard] * table.num_rows, pa.int32()))
+    return table

@@ -1,0 +1,133 @@
+"""One worker of one stage: builds a shard's input, runs the stage, writes the shard.
+
+The runner wraps this class as a Ray actor (one per worker), so a stage's
+models load once per worker, and the worker reads and writes the catalog
+itself: only small summaries travel back to the driver.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .catalog import Catalog, StageDir
+from .shards import SHARD_COLUMN, join_inputs, read_stage_shard, shard_of
+from .stages import stage_class
+from .stages.base import StageContext, run_stage_on_table
+
+# Numeric columns summed into markers, the run summary and the run record.
+SUMMED_COLUMNS = ("prompt_tokens", "completion_tokens", "cost_usd")
+
+
+def table_stats(table: pa.Table) -> dict:
+    statuses = collections.Counter(table.column("status").to_pylist())
+    codes = collections.Counter(c for c in table.column("error_code").to_pylist() if c)
+    sums = {c: float(pc.sum(table.column(c)).as_py() or 0) for c in SUMMED_COLUMNS if c in table.column_names}
+    return {"counts": dict(statuses), "error_codes": dict(codes.most_common(20)), "sums": sums}
+
+
+class ShardWorker:
+    def __init__(self, stage: str, params: dict, catalog_root: str, recipe_dir: str, n_shards: int,
+                 fingerprint: str, inputs: dict[str, str]):
+        self.cls = stage_class(stage)
+        self.catalog = Catalog(Path(catalog_root))
+        self.stage_dir = self.catalog.stage_dir(stage, fingerprint)
+        self.inputs = {name: self.catalog.stage_dir(name, fp) for name, fp in inputs.items()}
+        self.n_shards = n_shards
+        ctx = StageContext(Path(catalog_root), Path(recipe_dir), 0, n_shards, self.stage_dir.path)
+        self.stage = self.cls(self.cls.Params.model_validate(params), ctx)
+        self.stage.setup()
+
+    def ready(self) -> bool:
+        return True
+
+    # --- inputs -----------------------------------------------------------
+    def _input(self, shard: int | None) -> tuple[pa.Table, dict[str, str]]:
+        """The stage's input rows for ``shard`` (None = every shard, with a shard column)."""
+        if not self.cls.inputs:  # a root stage: its sources, partitioned by hash
+            rows = [r | {SHARD_COLUMN: shard_of(r[self.cls.input_key], self.n_shards)}
+                    for r in self.cls.source_rows(self.stage.params)]
+            if shard is not None:
+                rows = [r for r in rows if r[SHARD_COLUMN] == shard]
+            table = pa.Table.from_pylist(rows) if rows else pa.table({self.cls.input_key: pa.array([], pa.string()),
+                                                                     SHARD_COLUMN: pa.array([], pa.int64())})
+            digest = {"sources": _digest(table.column(self.cls.input_key).to_pylist())}
+            return table, digest
+        shards = range(self.n_shards) if shard is None else [shard]
+        tables, digest = {}, {}
+        for name, sd in self.inputs.items():
+            parts = []
+            for s in shards:
+                marker = sd.marker(s)
+                if marker is None:
+                    raise RuntimeError(f"upstream {name} shard {s} is not done")
+                digest[f"{name}/{s}"] = marker["sha256"]
+                parts.append(read_stage_shard(sd, s, with_shard_column=(name == self.cls.inputs[0])))
+            tables[name] = pa.concat_tables(parts, promote_options="default")
+        primary = tables[self.cls.inputs[0]]
+        others = [(tables[n], stage_class(n).row_key) for n in self.cls.inputs[1:]]
+        return join_inputs(primary, others), digest
+
+    # --- one unit of work -------------------------------------------------
+    def run(self, shard: int | None) -> dict:
+        """Process one shard (or, for a global stage, all shards); write and mark it."""
+        started = time.time()
+        self.stage.ctx = StageContext(self.stage.ctx.catalog_root, self.stage.ctx.recipe_dir,
+                                      shard or 0, self.n_shards, self.stage_dir.path)
+        table, digest = self._input(shard)
+        key = self.cls.input_key
+        shards = list(range(self.n_shards)) if shard is None else [shard]
+
+        # A global stage (e.g. dedup) judges rows against each other: redo it whole.
+        kept = None if shard is None else self._reusable_rows(shard, set(table.column(key).to_pylist()))
+        done_keys = set(kept.column(key).to_pylist()) if kept is not None else set()
+        todo = table.filter(pc.invert(pc.is_in(table.column(key), pa.array(list(done_keys), table.schema.field(key).type)))) \
+            if done_keys else table
+        shard_by_key = dict(zip(table.column(key).to_pylist(), table.column(SHARD_COLUMN).to_pylist())) \
+            if SHARD_COLUMN in table.column_names else {}
+        if SHARD_COLUMN in todo.column_names:
+            todo = todo.drop_columns([SHARD_COLUMN])
+        new = run_stage_on_table(self.stage, todo) if todo.num_rows else self.cls.schema().empty_table()
+        result = pa.concat_tables([kept, new]) if kept is not None else new
+        result = result.sort_by(self.cls.row_key) if result.num_rows else result
+
+        summaries = []
+        for s in shards:
+            part = result
+            if shard is None:  # route a global stage's rows back to their input's shard
+                owner = [shard_by_key.get(k) for k in result.column(key).to_pylist()]
+                if any(o is None for o in owner):
+                    raise RuntimeError(f"{self.cls.name}: output rows whose {key} is not in the input")
+                part = result.filter(pa.array([o == s for o in owner]))
+            marker = {"stage": self.cls.name, "fingerprint": self.stage_dir.fingerprint,
+                      "upstream": digest, "seconds": round(time.time() - started, 3),
+                      "reprocessed_rows": todo.num_rows, "finished_at": time.time()} | table_stats(part)
+            summaries.append(self.stage_dir.write_shard(s, part, marker))
+        return {"shards": summaries, "seconds": time.time() - started}
+
+    def _reusable_rows(self, shard: int, input_keys: set) -> pa.Table | None:
+        """Rows of an earlier write of this shard that stay valid: not transient,
+        and their input row still present. A shard without a valid marker is redone."""
+        if self.stage_dir.marker(shard) is None:
+            return None
+        old = self.stage_dir.read_shard(shard)
+        if not old.num_rows:
+            return old
+        keep = pc.and_(pc.not_equal(old.column("status"), "transient"),
+                       pc.is_in(old.column(self.cls.input_key),
+                                pa.array(list(input_keys), old.schema.field(self.cls.input_key).type)))
+        return old.filter(keep)
+
+    def close(self) -> None:
+        self.stage.teardown()
+
+
+def _digest(values: list) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(sorted(map(str, values))).encode()).hexdigest()
