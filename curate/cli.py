@@ -12,8 +12,9 @@ from rich.console import Console
 
 EXIT_OK, EXIT_ERRORS, EXIT_BAD_RECIPE = 0, 1, 2
 
-console = Console()
-err_console = Console(stderr=True)
+# Wide tables when piped (CI logs, files); the terminal's width otherwise.
+console = Console(width=None if sys.stdout.isatty() else 150)
+err_console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 150)
 
 
 def _load(recipe_path: str, ray_address: str | None = None):

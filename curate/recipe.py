@@ -7,6 +7,7 @@ Errors name the file, the dotted key path and what is allowed, e.g.::
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
@@ -120,14 +121,17 @@ def _format_errors(path: Path, exc: ValidationError, model: type[BaseModel]) -> 
         key = ".".join(str(p) for p in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, loc)
-            hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint += f" (allowed: {', '.join(allowed)})" if allowed else ""
             lines.append(f"{path}: {key}: unknown key{hint}")
         elif err["type"] == "missing":
             lines.append(f"{path}: {key}: required key is missing")
         else:
             given = err.get("input")
             given_txt = f" (got {given!r})" if not isinstance(given, (dict, list)) else ""
-            lines.append(f"{path}: {key}: {err['msg']}{given_txt}")
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{path}: {key}: {msg}{given_txt}")
     return "\n".join(lines)
 
 

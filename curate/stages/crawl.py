@@ -13,6 +13,7 @@ import json
 import random
 import re
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any, Literal
 
@@ -77,14 +78,25 @@ class CrawlParams(Params):
 _URL_NAMED_EXTRACTORS = {"generic", "html5mediaembed"}
 
 
+def _page_url(info: dict) -> str | None:
+    """The video page's URL without yt-dlp's smuggled data (playlist entries carry it)."""
+    from yt_dlp.utils import unsmuggle_url
+
+    url = info.get("webpage_url") or info.get("original_url")
+    return unsmuggle_url(url)[0] if url else None
+
+
 def make_video_id(info: dict) -> str:
     """'<extractor>-<id>', sanitised. Generic pages get a short hash of their URL
     too, since two sites can both call their file 'video'."""
     extractor = (info.get("extractor_key") or info.get("extractor") or "site").lower()
     raw = str(info.get("id") or "")
     if extractor in _URL_NAMED_EXTRACTORS or not raw:
-        url = info.get("webpage_url") or info.get("original_url") or raw
-        raw = f"{raw}-{hashlib.sha1(url.encode()).hexdigest()[:8]}"
+        # The page's own name reads better than yt-dlp's "<file>-1" embed ids.
+        extractor = "web"
+        url = _page_url(info) or raw
+        name = urllib.parse.urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1] or raw
+        raw = f"{name}-{hashlib.sha1(url.encode()).hexdigest()[:8]}"
     vid = re.sub(r"[^A-Za-z0-9_-]+", "_", f"{extractor}-{raw}").strip("_-")
     return vid[:120]
 
@@ -207,7 +219,7 @@ class CrawlStage(Stage):
                 return [self._error_row(source, source, CrawlFault(Status.FAILED, "crawl.empty_playlist", "the playlist lists no video"))]
             rows = []
             for entry in entries:
-                url = entry.get("webpage_url") or entry.get("url")
+                url = _page_url(entry) or entry.get("url")
                 if entry.get("_type") in ("url", "url_transparent") or not entry.get("formats"):
                     rows.extend(self._crawl_video(source, url))
                 else:
@@ -292,7 +304,7 @@ class CrawlStage(Stage):
         return {
             "video_id": video_id,
             "source": source,
-            "source_url": info.get("webpage_url") or info.get("original_url"),
+            "source_url": _page_url(info),
             "extractor": info.get("extractor_key") or info.get("extractor"),
             "title": info.get("title"),
             "description": info.get("description"),

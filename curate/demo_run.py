@@ -1,0 +1,80 @@
+"""`curate demo`: serve the bundled demo site on loopback, run the demo recipe
+against it, print the summary and an example DuckDB query, stop the site."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+from pathlib import Path
+
+from rich.console import Console
+
+from .paths import data_dir
+
+DEMO_QUERY = """
+SELECT video_id, round(duration_s, 1) AS seconds, width, height, has_audio,
+       caption_langs, status
+FROM crawl ORDER BY video_id
+""".strip()
+
+
+def _site(port: int, console: Console):
+    from .demo.site import DemoSite
+
+    try:
+        return DemoSite(port=port)
+    except OSError:  # the fixed port is taken: any free port works, the recipe reads the URL from the env
+        console.print(f"[yellow]port {port} is busy; serving the demo site on a free port[/yellow]")
+        return DemoSite(port=0)
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str):
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def _local_llm(recipe_path: Path, console: Console):
+    """Start the bundled local LLM when the recipe annotates and no endpoint is configured."""
+    import yaml
+
+    doc = yaml.safe_load(recipe_path.read_text()) or {}
+    if "annotate" not in (doc.get("stages") or {}) or os.environ.get("CURATE_LLM_URL"):
+        return contextlib.nullcontext(None)
+    try:
+        from .llm.server import LocalLLM
+    except ImportError:
+        return contextlib.nullcontext(None)
+    console.print("starting the bundled local LLM (SmolLM2-135M, llama.cpp) on 127.0.0.1 ...")
+    return LocalLLM()
+
+
+def run_demo(port: int = 8765, recipe: str | None = None, console: Console | None = None) -> int:
+    from .cli import cmd_run, _print_result
+    from .recipe import load_recipe
+    from .sql import connect
+
+    if console is None:
+        from .cli import console
+    recipe_path = Path(recipe) if recipe else data_dir("recipes") / "demo.yaml"
+    with _site(port, console) as site, _env("CURATE_DEMO_SITE", site.base_url):
+        console.print(f"demo site on {site.base_url}  (pages: {', '.join(site.video_names())})")
+        with _local_llm(recipe_path, console) as llm:
+            ctx = _env("CURATE_LLM_URL", llm.base_url) if llm is not None else contextlib.nullcontext()
+            with ctx:
+                args = argparse.Namespace(recipe=str(recipe_path), ray_address=None)
+                code = cmd_run(args)
+                catalog = load_recipe(recipe_path).catalog
+    con, views = connect(catalog)
+    console.print(f"\n[bold]Example query[/bold]  (curate sql {catalog} -c \"...\"; views: {', '.join(views)})")
+    console.print(DEMO_QUERY, highlight=False)
+    _print_result(con.sql(DEMO_QUERY), "table")
+    return code
