@@ -176,6 +176,9 @@ class Runner:
                     started = time.time()
                     if ray is None and self.pending(p)[0]:  # start Ray only when there is work
                         ray, owns_ray = _init_ray(self.recipe, plans)
+                        record["ray"] = {"address": self.recipe.ray.address or "local",
+                                         "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
+                                         "resources": ray.cluster_resources()}
                     errors = self._run_stage(ray, p, progress)
                     result.errors.extend(errors)
                     record["stages"][p.name] = {"seconds": round(time.time() - started, 3),
