@@ -102,7 +102,7 @@ def _init_ray(recipe: Recipe, plans: list[StagePlan]):
     if recipe.ray.address:
         ray.init(address=recipe.ray.address, **kwargs)
     else:
-        ray.init(num_cpus=recipe.ray.num_cpus, **kwargs)
+        ray.init(address="local", num_cpus=recipe.ray.num_cpus, **kwargs)  # never join a stray cluster
     return ray, True
 
 
