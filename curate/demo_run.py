@@ -65,7 +65,11 @@ def run_demo(port: int = 8765, recipe: str | None = None, console: Console | Non
     if console is None:
         from .cli import console
     recipe_path = Path(recipe) if recipe else data_dir("recipes") / "demo.yaml"
-    with _site(port, console) as site, _env("CURATE_DEMO_SITE", site.base_url):
+    catalog_env = contextlib.nullcontext()
+    if "_data" in recipe_path.resolve().parts and "CURATE_DEMO_CATALOG" not in os.environ:
+        # The recipe inside an installed wheel: write the catalog here, not in site-packages.
+        catalog_env = _env("CURATE_DEMO_CATALOG", str(Path.cwd() / "catalogs" / "demo"))
+    with catalog_env, _site(port, console) as site, _env("CURATE_DEMO_SITE", site.base_url):
         console.print(f"demo site on {site.base_url}  (pages: {', '.join(site.video_names())})")
         with _local_llm(recipe_path, console) as llm:
             ctx = _env("CURATE_LLM_URL", llm.base_url) if llm is not None else contextlib.nullcontext()
