@@ -192,8 +192,7 @@ def cmd_demo_serve(args) -> int:
 def cmd_llm_serve(args) -> int:
     from .llm.server import serve
 
-    serve(host=args.host, port=args.port)
-    return EXIT_OK
+    return serve(host=args.host, port=args.port, n_threads=args.threads)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = llm_sub.add_parser("serve", help="serve the bundled small model with an OpenAI-compatible API")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--threads", type=int, default=None, help="CPU threads for the model (default: llama.cpp's)")
     s.set_defaults(fn=cmd_llm_serve)
     return parser
 

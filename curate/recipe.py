@@ -57,10 +57,11 @@ class Recipe(BaseModel):
 
     def stage_resources(self, name: str) -> Resources:
         cls = available_stages()[name]
-        override = getattr(self.stages, name).resources
-        if override is None:
-            return cls.resources
-        return cls.resources.model_copy(update=override.model_dump(exclude_unset=True))
+        cfg = getattr(self.stages, name)
+        base = cls.resources_for(cls.Params.model_validate(cfg.model_dump(exclude={"resources"})))
+        if cfg.resources is None:
+            return base
+        return base.model_copy(update=cfg.resources.model_dump(exclude_unset=True))
 
 
 def _stage_config_model(name: str, params_cls: type[BaseModel]) -> type[BaseModel]:

@@ -65,12 +65,13 @@ def plan(recipe: Recipe) -> list[StagePlan]:
     plans: dict[str, StagePlan] = {}
     for name, cfg in enabled.items():
         cls = stages[name]
-        missing = [i for i in cls.inputs if i not in enabled]
+        stage_inputs = cls.inputs_for(cfg)
+        missing = [i for i in stage_inputs if i not in enabled]
         if missing:
             raise RecipeError(f"{recipe.path}: stages.{name} reads {', '.join(missing)}, "
                               f"which the recipe does not enable (add stages.{missing[0]})")
         params = cfg.model_dump(mode="json", exclude={"resources"})
-        inputs = {i: plans[i].fingerprint for i in cls.inputs}
+        inputs = {i: plans[i].fingerprint for i in stage_inputs}
         extra = {"shards": recipe.shards}
         fp = fingerprint(name, cls.version, params, list(inputs.values()), extra)
         plans[name] = StagePlan(name, cls, params, fp, inputs, recipe.stage_resources(name))
@@ -115,7 +116,8 @@ class Runner:
     # --- what is left to do ------------------------------------------------
     def _upstream_digest(self, p: StagePlan, shard: int) -> dict | None:
         if not p.inputs:
-            sources = [r[p.cls.input_key] for r in p.cls.source_rows(p.cls.Params.model_validate(p.params))]
+            params = p.cls.Params.model_validate(p.params)
+            sources = [r[p.cls.input_key_for(params)] for r in p.cls.source_rows(params)]
             return {"sources": _digest([s for s in sources if shard_of(s, self.recipe.shards) == shard])}
         digest = {}
         for name, fp in p.inputs.items():
@@ -213,9 +215,12 @@ class Runner:
         n_workers = max(1, min(len(units), int(cluster_cpus // max(p.resources.cpus, 0.01)) or 1,
                                p.cls.max_workers or len(units)))
         Worker = ray.remote(ShardWorker)
-        actors = [Worker.options(**p.resources.ray_options()).remote(
-            p.name, p.params, str(self.recipe.catalog), str(self.recipe.path.parent), self.recipe.shards,
-            p.fingerprint, p.inputs) for _ in range(n_workers)]
+        def start_worker():
+            return Worker.options(**p.resources.ray_options()).remote(
+                p.name, p.params, str(self.recipe.catalog), str(self.recipe.path.parent), self.recipe.shards,
+                p.fingerprint, p.inputs, p.resources.model_dump())
+
+        actors = [start_worker() for _ in range(n_workers)]
         queue = list(units)
         running = {}
         for actor in actors:
@@ -233,9 +238,7 @@ class Runner:
                 errors.append(f"{p.name} shard {unit if unit is not None else 'all'}: {type(cause).__name__}: {cause}")
                 log.debug("shard failed", exc_info=True)
                 if isinstance(exc, ray.exceptions.RayActorError):  # the worker died: replace it
-                    actor = Worker.options(**p.resources.ray_options()).remote(
-                        p.name, p.params, str(self.recipe.catalog), str(self.recipe.path.parent),
-                        self.recipe.shards, p.fingerprint, p.inputs)
+                    actor = start_worker()
                     actors.append(actor)
             progress.advance(task)
             if queue:

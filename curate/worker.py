@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from .catalog import Catalog, StageDir
 from .shards import SHARD_COLUMN, join_inputs, read_stage_shard, shard_of
 from .stages import stage_class
-from .stages.base import StageContext, run_stage_on_table
+from .stages.base import Resources, StageContext, run_stage_on_table
 
 # Numeric columns summed into markers, the run summary and the run record.
 SUMMED_COLUMNS = ("prompt_tokens", "completion_tokens", "cost_usd")
@@ -32,7 +32,7 @@ def table_stats(table: pa.Table) -> dict:
 
 class ShardWorker:
     def __init__(self, stage: str, params: dict, catalog_root: str, recipe_dir: str, n_shards: int,
-                 fingerprint: str, inputs: dict[str, str]):
+                 fingerprint: str, inputs: dict[str, str], resources: dict | None = None):
         self.cls = stage_class(stage)
         self.catalog = Catalog(Path(catalog_root))
         self.stage_dir = self.catalog.stage_dir(stage, fingerprint)
@@ -40,6 +40,9 @@ class ShardWorker:
         self.n_shards = n_shards
         ctx = StageContext(Path(catalog_root), Path(recipe_dir), 0, n_shards, self.stage_dir.path)
         self.stage = self.cls(self.cls.Params.model_validate(params), ctx)
+        self.key = self.cls.input_key_for(self.stage.params)
+        if resources is not None:  # what Ray actually granted (recipe overrides included)
+            self.stage.resources = Resources.model_validate(resources)
         self.stage.setup()
 
     def ready(self) -> bool:
@@ -48,16 +51,17 @@ class ShardWorker:
     # --- inputs -----------------------------------------------------------
     def _input(self, shard: int | None) -> tuple[pa.Table, dict[str, str]]:
         """The stage's input rows for ``shard`` (None = every shard, with a shard column)."""
-        if not self.cls.inputs:  # a root stage: its sources, partitioned by hash
-            rows = [r | {SHARD_COLUMN: shard_of(r[self.cls.input_key], self.n_shards)}
+        if not self.inputs:  # a root stage: its sources, partitioned by hash
+            rows = [r | {SHARD_COLUMN: shard_of(r[self.key], self.n_shards)}
                     for r in self.cls.source_rows(self.stage.params)]
             if shard is not None:
                 rows = [r for r in rows if r[SHARD_COLUMN] == shard]
-            table = pa.Table.from_pylist(rows) if rows else pa.table({self.cls.input_key: pa.array([], pa.string()),
+            table = pa.Table.from_pylist(rows) if rows else pa.table({self.key: pa.array([], pa.string()),
                                                                      SHARD_COLUMN: pa.array([], pa.int64())})
-            digest = {"sources": _digest(table.column(self.cls.input_key).to_pylist())}
+            digest = {"sources": _digest(table.column(self.key).to_pylist())}
             return table, digest
         shards = range(self.n_shards) if shard is None else [shard]
+        primary_name, *other_names = self.inputs
         tables, digest = {}, {}
         for name, sd in self.inputs.items():
             parts = []
@@ -66,10 +70,10 @@ class ShardWorker:
                 if marker is None:
                     raise RuntimeError(f"upstream {name} shard {s} is not done")
                 digest[f"{name}/{s}"] = marker["sha256"]
-                parts.append(read_stage_shard(sd, s, with_shard_column=(name == self.cls.inputs[0])))
+                parts.append(read_stage_shard(sd, s, with_shard_column=(name == primary_name)))
             tables[name] = pa.concat_tables(parts, promote_options="default")
-        primary = tables[self.cls.inputs[0]]
-        others = [(tables[n], stage_class(n).row_key) for n in self.cls.inputs[1:]]
+        others = [(tables[n], stage_class(n).row_key) for n in other_names]
+        primary = tables[primary_name]
         return join_inputs(primary, others), digest
 
     # --- one unit of work -------------------------------------------------
@@ -79,7 +83,7 @@ class ShardWorker:
         self.stage.ctx = StageContext(self.stage.ctx.catalog_root, self.stage.ctx.recipe_dir,
                                       shard or 0, self.n_shards, self.stage_dir.path)
         table, digest = self._input(shard)
-        key = self.cls.input_key
+        key = self.key
         shards = list(range(self.n_shards)) if shard is None else [shard]
 
         # A global stage (e.g. dedup) judges rows against each other: redo it whole.
@@ -117,9 +121,13 @@ class ShardWorker:
         old = self.stage_dir.read_shard(shard)
         if not old.num_rows:
             return old
-        keep = pc.and_(pc.not_equal(old.column("status"), "transient"),
-                       pc.is_in(old.column(self.cls.input_key),
-                                pa.array(list(input_keys), old.schema.field(self.cls.input_key).type)))
+        key_type = old.schema.field(self.key).type
+        # One input row may give several output rows (annotate: one per task): if
+        # any of them is transient, the whole input row is redone (caches make the
+        # finished parts free), so no sibling row is lost.
+        retry = old.filter(pc.equal(old.column("status"), "transient")).column(self.key).to_pylist()
+        keep = pc.and_(pc.invert(pc.is_in(old.column(self.key), pa.array(list(set(retry)), key_type))),
+                       pc.is_in(old.column(self.key), pa.array(list(input_keys), key_type)))
         return old.filter(keep)
 
     def close(self) -> None:

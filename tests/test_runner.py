@@ -86,3 +86,33 @@ def test_sigkill_mid_stage_then_resume_gives_the_clean_rows(tmp_path, demo_site,
     # A third run finds nothing to do and touches nothing.
     Runner(load_recipe(recipe)).run()
     assert _markers(catalog, "crawl") == after
+
+
+@pytest.mark.slow
+def test_changed_param_recomputes_that_stage_and_after_only(tmp_path, demo_site, ray_local, helpers):
+    sources = [demo_site.url(n) for n in demo_site.video_names()[:2]]
+    stages = {"crawl": {"sources": sources},
+              "transcribe": {"prefer": "captions", "min_words": 5}}
+    recipe = helpers.write_recipe(tmp_path, stages, shards=2)
+    Runner(load_recipe(recipe)).run()
+    catalog = tmp_path / "catalog"
+    crawl_before, asr_before = _markers(catalog, "crawl"), _markers(catalog, "transcribe")
+    assert len(asr_before) == 2
+
+    # A transcribe parameter: crawl is reused as is, transcribe gets a new fingerprint.
+    stages["transcribe"]["min_words"] = 500
+    recipe = helpers.write_recipe(tmp_path, stages, shards=2)
+    Runner(load_recipe(recipe)).run()
+    assert _markers(catalog, "crawl") == crawl_before
+    asr_after = _markers(catalog, "transcribe")
+    assert Catalog(catalog).latest("transcribe").fingerprint != asr_before[0]["fingerprint"]
+    assert {r["error_code"] for r in helpers.stage_table(catalog, "transcribe")} == {"asr.too_few_words"}
+    assert all(m["finished_at"] > asr_before[0]["finished_at"] for m in asr_after.values())
+
+    # A crawl parameter: both stages recompute.
+    stages["crawl"]["max_height"] = 240
+    recipe = helpers.write_recipe(tmp_path, stages, shards=2)
+    Runner(load_recipe(recipe)).run()
+    assert Catalog(catalog).latest("crawl").fingerprint != crawl_before[0]["fingerprint"]
+    assert Catalog(catalog).latest("transcribe").fingerprint != asr_after[0]["fingerprint"]
+    assert len(Catalog(catalog).stage_dirs("transcribe")) == 3

@@ -138,6 +138,20 @@ class Stage:
         raise NotImplementedError(f"{cls.name} has no inputs and lists no sources")
 
     @classmethod
+    def inputs_for(cls, params: Params) -> tuple[str, ...]:
+        """Upstream tables for these params (a stage may read clips or whole videos)."""
+        return cls.inputs
+
+    @classmethod
+    def input_key_for(cls, params: Params) -> str:
+        return cls.input_key
+
+    @classmethod
+    def resources_for(cls, params: Params) -> Resources:
+        """What a worker needs for these params (e.g. a GPU when device: cuda)."""
+        return cls.resources
+
+    @classmethod
     def required_env(cls, params: Params) -> list[str]:
         """Names of environment variables workers need (e.g. an API key's variable)."""
         return []
