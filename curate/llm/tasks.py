@@ -1,0 +1,216 @@
+"""Annotation tasks: a prompt template plus the JSON Schema of the reply.
+
+Each task ``<name>`` is ``recipes/prompts/<name>.j2`` (the user message) and
+``schemas/annotations/<name>.json`` (what the reply must be). A reply is
+parsed, checked against the schema, then against what a schema cannot say:
+time spans inside the clip, a multiple-choice answer among distinct options,
+no blank strings.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+import jinja2
+import jsonschema
+
+from .. import status
+from ..paths import data_dir, schema_path
+
+TASKS = ("caption", "qa", "reasoning", "commentary", "grounding", "livecc_filter")
+
+# Model replies round times; a span this far outside the clip is still accepted.
+SPAN_TOLERANCE_S = 0.5
+# Words are shown to the model in stretches of at most this many seconds.
+LINE_SECONDS = 3.0
+
+LIVECC_CHECKS = ("comments_on_screen_in_real_time", "not_personal_feelings",
+                 "not_multi_person_conversation", "text_not_garbled")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """What a prompt knows about one clip (or one whole video)."""
+
+    clip_id: str
+    video_id: str
+    start: float
+    end: float
+    words: list[dict] = field(default_factory=list)  # {start, end, text, prob}, video time
+    title: str | None = None
+    previous: str | None = None
+    frames: list[dict] = field(default_factory=list)  # {t, path}: the frames sent as images, in order
+
+    def lines(self) -> list[dict]:
+        """Words grouped into short timed stretches: [start-end] text."""
+        out: list[dict] = []
+        for w in self.words:
+            text = (w.get("text") or "").strip()
+            if not text:
+                continue
+            if out and w["start"] - out[-1]["start"] < LINE_SECONDS:
+                out[-1]["text"] += " " + text
+                out[-1]["end"] = max(out[-1]["end"], w["end"])
+            else:
+                out.append({"start": float(w["start"]), "end": float(w["end"]), "text": text})
+        return out
+
+
+class ReplyError(Exception):
+    """A reply that cannot be used; ``code`` is the row's error_code."""
+
+    def __init__(self, code: str, msg: str):
+        super().__init__(msg)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    schema: dict
+    semantic_check: Callable[[Any, Clip], list[str]]
+    outcome: Callable[[dict], dict] = lambda _output: status.ok()
+
+    def validate(self, content: str | None, finish_reason: str | None, clip: Clip) -> dict:
+        """Parse and check one reply; raise ReplyError naming what is wrong."""
+        if finish_reason == "length":
+            raise ReplyError("llm.truncated", "the reply was cut off at max_tokens before it ended")
+        try:
+            output = json.loads(content or "")
+        except json.JSONDecodeError as exc:
+            raise ReplyError("llm.invalid_json", f"the reply is not valid JSON ({exc})") from None
+        errors = sorted(_schema_validator(self.name).iter_errors(output), key=lambda e: list(e.absolute_path))
+        if errors:
+            raise ReplyError("llm.schema", "; ".join(_describe(e) for e in errors[:5]))
+        problems = _blank_strings(output) + self.semantic_check(output, clip)
+        if problems:
+            raise ReplyError("llm.schema", "; ".join(problems[:5]))
+        return output
+
+
+def get_task(name: str) -> Task:
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown annotation task {name!r}; known: {', '.join(TASKS)}")
+    return _REGISTRY[name]
+
+
+def load_schema(name: str) -> dict:
+    return json.loads(schema_path("annotations", f"{name}.json").read_text())
+
+
+class Prompts:
+    """Renders the messages of a task for a clip from the Jinja templates."""
+
+    def __init__(self, prompts_dir: Path | None = None):
+        folder = self.folder = prompts_dir or data_dir("recipes") / "prompts"
+        if not (folder / "_system.j2").is_file():
+            raise FileNotFoundError(f"prompt folder {folder} has no _system.j2 (copy recipes/prompts/ and edit it)")
+        self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(folder), undefined=jinja2.StrictUndefined,
+                                      autoescape=False, keep_trailing_newline=False)
+
+    def check(self, tasks: list[str]) -> None:
+        """Fail before any request when a task's template is missing or does not parse."""
+        for task in tasks:
+            try:
+                self.env.get_template(f"{task}.j2")
+            except jinja2.TemplateNotFound:
+                raise FileNotFoundError(f"no prompt template {task}.j2 in {self.folder}") from None
+            except jinja2.TemplateSyntaxError as exc:
+                raise ValueError(f"prompt template {task}.j2 line {exc.lineno}: {exc.message}") from None
+
+    def messages(self, task: str, clip: Clip, *, n_questions: int = 2, frames: list[str] = ()) -> list[dict]:
+        context = {"title": clip.title, "start": clip.start, "end": clip.end, "previous": clip.previous,
+                   "lines": clip.lines(), "n_questions": n_questions, "n_frames": len(frames),
+                   "frame_times": [f["t"] for f in clip.frames][: len(frames)]}
+        system = self.env.get_template("_system.j2").render(context).strip()
+        user_text = self.env.get_template(f"{task}.j2").render(context).strip()
+        user: str | list[dict] = user_text
+        if frames:  # OpenAI vision format: text part, then one image part per frame
+            user = [{"type": "text", "text": user_text}] + [
+                {"type": "image_url", "image_url": {"url": url}} for url in frames]
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def repair_messages(messages: list[dict], bad_reply: str | None, error: ReplyError) -> list[dict]:
+    """The one repair retry: the conversation so far, the bad reply, and what was wrong with it."""
+    ask = (f"Your reply could not be used: {error}. "
+           "Reply again with only one JSON object that matches the schema"
+           + (", and keep it shorter." if error.code == "llm.truncated" else "."))
+    return messages + [{"role": "assistant", "content": bad_reply or ""}, {"role": "user", "content": ask}]
+
+
+# --- checks a JSON Schema cannot express -------------------------------------------------
+
+
+@lru_cache(maxsize=None)
+def _schema_validator(name: str) -> jsonschema.protocols.Validator:
+    schema = load_schema(name)
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def _describe(err: jsonschema.ValidationError) -> str:
+    where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+    return f"{where}: {err.message}"
+
+
+def _blank_strings(value: Any, where: str = "") -> list[str]:
+    if isinstance(value, str):
+        return [] if value.strip() else [f"{where or '(top level)'}: empty string"]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _blank_strings(v, f"{where}/{k}" if where else k)]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _blank_strings(v, f"{where}/{i}")]
+    return []
+
+
+def _spans_inside(items: list[dict], clip: Clip, where: str) -> list[str]:
+    problems = []
+    lo, hi = clip.start - SPAN_TOLERANCE_S, clip.end + SPAN_TOLERANCE_S
+    for i, item in enumerate(items):
+        start, end = item["start"], item["end"]
+        if start > end:
+            problems.append(f"{where}/{i}: start {start} is after end {end}")
+        elif start < lo or end > hi:
+            problems.append(f"{where}/{i}: span [{start}, {end}] is outside the clip [{clip.start:.1f}, {clip.end:.1f}]")
+    return problems
+
+
+def _check_qa(output: dict, clip: Clip) -> list[str]:
+    problems = _spans_inside(output["open_ended"], clip, "open_ended")
+    problems += _spans_inside(output["multiple_choice"], clip, "multiple_choice")
+    for i, q in enumerate(output["multiple_choice"]):
+        options = [o.strip().lower() for o in q["options"]]
+        if len(set(options)) != len(options):
+            problems.append(f"multiple_choice/{i}: options repeat, so the answer is ambiguous")
+        if not 0 <= q["answer_index"] < len(options):
+            problems.append(f"multiple_choice/{i}: answer_index {q['answer_index']} is not one of the options")
+    return problems
+
+
+def _livecc_outcome(output: dict) -> dict:
+    failed = [c for c in LIVECC_CHECKS if not output[c]]
+    if not failed:
+        return status.ok()
+    return status.filtered(f"livecc.{failed[0]}", f"LiveCC check failed: {', '.join(failed)}")
+
+
+def _no_check(_output: Any, _clip: Clip) -> list[str]:
+    return []
+
+
+_REGISTRY: dict[str, Task] = {
+    "caption": Task("caption", load_schema("caption"), _no_check),
+    "qa": Task("qa", load_schema("qa"), _check_qa),
+    "reasoning": Task("reasoning", load_schema("reasoning"), _no_check),
+    "commentary": Task("commentary", load_schema("commentary"),
+                       lambda out, clip: _spans_inside(out["lines"], clip, "lines")),
+    "grounding": Task("grounding", load_schema("grounding"),
+                      lambda out, clip: _spans_inside(out["events"], clip, "events")),
+    "livecc_filter": Task("livecc_filter", load_schema("livecc_filter"), _no_check, _livecc_outcome),
+}

@@ -1,0 +1,261 @@
+"""Annotate clips with an LLM: one row per (clip, task).
+
+Tasks (caption, qa, reasoning, commentary, grounding, livecc_filter) are
+templates + JSON Schemas (see ``curate.llm.tasks``). Requests go to any
+OpenAI-compatible endpoint, concurrently within one worker; every reply is
+cached by content hash, so a rerun pays only for what never came back.
+``max_workers = 1`` keeps one budget for the whole run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import pyarrow as pa
+from pydantic import Field, field_validator, model_validator
+
+from .. import status
+from ..llm.budget import Budget, BudgetExhausted, ModelPrice
+from ..llm.cache import LLMCache, request_hash
+from ..llm.client import ChatReply, LLMClient, LLMError
+from ..llm.frames import FrameError, data_url, pick_evenly
+from ..llm.tasks import TASKS, Clip, Prompts, ReplyError, get_task, repair_messages
+from .base import Params, Resources, Stage
+
+TaskName = Literal["caption", "qa", "reasoning", "commentary", "grounding", "livecc_filter"]
+assert set(TaskName.__args__) == set(TASKS)
+
+# Earlier speech shown in a prompt, in characters (its end, nearest the clip).
+PREVIOUS_CHARS = 1500
+
+
+class AnnotateParams(Params):
+    base_url: str = Field(description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1")
+    model: str = Field(min_length=1)
+    api_key_env: str | None = Field("OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                    description="name of the env var holding the API key; null for a local "
+                                                "endpoint without one. The key itself never goes in a recipe.")
+    tasks: list[TaskName] = Field(default_factory=lambda: ["caption", "qa", "reasoning", "commentary"], min_length=1)
+    input_stage: Literal["segment", "transcribe"] = Field(
+        "segment", description="segment = clips; transcribe = whole videos with their word streams")
+    concurrency: int = Field(8, ge=1, le=512, description="requests in flight at once")
+    timeout_s: float = Field(60.0, gt=0, le=3600, description="per request")
+    max_retries: int = Field(4, ge=0, le=20, description="on 429, 5xx, timeouts, dropped connections")
+    backoff_initial_s: float = Field(1.0, ge=0, le=60)
+    backoff_max_s: float = Field(30.0, ge=0, le=600)
+    temperature: float = Field(0.2, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(1024, ge=16, le=131072, description="per reply; also the worst case the budget holds")
+    seed: int | None = Field(0, description="sent to endpoints that support it, for repeatable replies")
+    response_format: Literal["json_schema", "json_object_schema", "json_object", "none"] = Field(
+        "json_schema", description="structured output the endpoint supports: json_schema (OpenAI, vLLM, llama.cpp's "
+                                   "llama-server), json_object_schema (llama-cpp-python's server: json_object + "
+                                   "schema), json_object (JSON, any shape), none")
+    strict_schema: bool = Field(False, description="json_schema with strict: true (OpenAI's guaranteed-conforming "
+                                                   "mode; keywords it refuses, like minLength, are left off the "
+                                                   "wire and still checked here)")
+    n_questions: int = Field(2, ge=1, le=10, description="qa: open-ended and multiple-choice questions each")
+    max_words: int = Field(800, ge=1, le=20000, description="words of the clip shown to the model (the first ones)")
+    frames_per_clip: int = Field(0, ge=0, le=64, description="frames sent as images to vision endpoints (from the "
+                                                           "segment table's frames; 0 = text only)")
+    prices: dict[str, ModelPrice] = Field(default_factory=dict, description="model -> USD per million tokens")
+    budget_usd: float | None = Field(None, ge=0)
+    max_tokens_total: int | None = Field(None, ge=0)
+    cache_dir: str | None = Field(None, description="LLM cache folder (default <catalog>/cache/llm); share it "
+                                                    "between recipes to reuse identical requests")
+    prompts_dir: str | None = Field(None, description="folder with your own <task>.j2 templates (default "
+                                                      "recipes/prompts/)")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https:// (e.g. http://127.0.0.1:8080/v1)")
+        return v.rstrip("/")
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("tasks repeat")
+        return v
+
+    @model_validator(mode="after")
+    def _frames_need_clips(self) -> "AnnotateParams":
+        if self.frames_per_clip and self.input_stage != "segment":
+            raise ValueError("frames_per_clip needs input_stage: segment (the segment stage samples the frames)")
+        return self
+
+    @model_validator(mode="after")
+    def _priced_if_budgeted(self) -> "AnnotateParams":
+        if self.budget_usd is not None and self.model not in self.prices:
+            raise ValueError(f"budget_usd is set but prices has no entry for model {self.model!r}: add "
+                             f"prices: {{{self.model}: {{input_per_mtok: ..., output_per_mtok: ...}}}}")
+        return self
+
+
+class AnnotateStage(Stage):
+    name = "annotate"
+    version = "1"
+    Params = AnnotateParams
+    inputs = ("segment",)
+    input_key = "clip_id"
+    row_key = "annotation_id"
+    max_workers = 1  # one budget for the whole run
+    resources = Resources(cpus=1)
+
+    @classmethod
+    def inputs_for(cls, params: AnnotateParams) -> tuple[str, ...]:
+        """Upstream tables for these params: clips, or whole videos (titles from crawl)."""
+        return ("segment",) if params.input_stage == "segment" else ("transcribe", "crawl")
+
+    @classmethod
+    def input_key_for(cls, params: AnnotateParams) -> str:
+        return "clip_id" if params.input_stage == "segment" else "video_id"
+
+    @classmethod
+    def required_env(cls, params: AnnotateParams) -> list[str]:
+        return [params.api_key_env] if params.api_key_env else []
+
+    def setup(self) -> None:
+        p: AnnotateParams = self.params
+        api_key = None
+        if p.api_key_env:
+            api_key = os.environ.get(p.api_key_env)
+            if not api_key:
+                raise RuntimeError(f"annotate: environment variable {p.api_key_env} is not set; export the API key "
+                                   f"for {p.base_url} in it (or set api_key_env: null for a local endpoint)")
+        self._loop = asyncio.new_event_loop()  # one loop per worker: the HTTP client's pool lives in it
+        self.client = LLMClient(p.base_url, api_key, concurrency=p.concurrency, timeout_s=p.timeout_s,
+                                max_retries=p.max_retries, backoff_initial_s=p.backoff_initial_s,
+                                backoff_max_s=p.backoff_max_s)
+        self.cache = LLMCache(self._resolve(p.cache_dir) if p.cache_dir else self.ctx.cache_root / "llm")
+        self.prompts = Prompts(self._resolve(p.prompts_dir) if p.prompts_dir else None)
+        self.prompts.check(p.tasks)
+        self.budget = Budget(prices=p.prices, budget_usd=p.budget_usd, max_tokens_total=p.max_tokens_total)
+
+    def teardown(self) -> None:
+        self._loop.run_until_complete(self.client.aclose())
+        self._loop.close()
+
+    def _resolve(self, folder: str) -> Path:
+        path = Path(folder)
+        return path if path.is_absolute() else self.ctx.recipe_dir / path
+
+    def process(self, table: pa.Table) -> list[dict]:
+        clips = [_clip_from_row(r, self.params.max_words, self.params.frames_per_clip) for r in table.to_pylist()]
+        jobs = [self._annotate(clip, task) for clip in clips for task in self.params.tasks]
+
+        async def run_all() -> list[dict]:
+            return list(await asyncio.gather(*jobs))
+
+        rows = self._loop.run_until_complete(run_all())
+        for row in rows:
+            row["cached"] = bool(row["cached"])  # True only when every reply came from the cache
+        self.log.info("annotate: %d rows, spent $%.4f, %d tokens this run", len(rows), self.budget.spent_usd,
+                      self.budget.tokens_total)
+        return rows
+
+    async def _annotate(self, clip: Clip, task_name: str) -> dict:
+        p: AnnotateParams = self.params
+        task = get_task(task_name)
+        row = {"annotation_id": f"{clip.clip_id}:{task_name}", "clip_id": clip.clip_id, "video_id": clip.video_id,
+               "task": task_name, "model": p.model, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0,
+               "cached": None}
+        try:
+            frames = [data_url(self.ctx.catalog_root, f["path"]) for f in clip.frames]
+        except FrameError as exc:
+            return row | {"cached": False} | status.failed(exc.code, str(exc))
+        messages = self.prompts.messages(task_name, clip, n_questions=p.n_questions, frames=frames)
+        try:
+            reply = await self._complete(row, task_name, messages)
+            try:
+                output = task.validate(reply.content, reply.finish_reason, clip)
+            except ReplyError as first:
+                # One repair retry that quotes the error; small models often fix it.
+                retry = await self._complete(row, task_name, repair_messages(messages, reply.content, first))
+                output = task.validate(retry.content, retry.finish_reason, clip)
+        except BudgetExhausted as exc:
+            return row | status.transient("llm.budget", str(exc))
+        except LLMError as exc:
+            return row | (status.transient if exc.transient else status.failed)(exc.code, str(exc))
+        except ReplyError as exc:
+            return row | status.failed(exc.code, str(exc))
+        return row | {"output": json.dumps(output, ensure_ascii=False)} | task.outcome(output)
+
+    async def _complete(self, row: dict, task_name: str, messages: list[dict]) -> ChatReply:
+        """A reply from the cache, or from the endpoint within the budget; adds its usage to ``row``."""
+        p: AnnotateParams = self.params
+        request = {"model": p.model, "messages": messages, "temperature": p.temperature, "top_p": p.top_p,
+                   "max_tokens": p.max_tokens, **({"seed": p.seed} if p.seed is not None else {}),
+                   **_response_format(p.response_format, task_name, p.strict_schema)}
+        # The schema is part of the key even when not sent: it decides what a good reply is.
+        key = request_hash({**request, "output_schema": get_task(task_name).schema})
+        row.setdefault("request_hash", key)  # the first request of the row
+        reply = self.cache.get(key)
+        if reply is not None:
+            if row["cached"] is None:
+                row["cached"] = True
+        else:
+            held = self.budget.reserve(p.model, messages, p.max_tokens)
+            try:
+                reply = await self.client.chat(**request)
+            except BaseException:
+                self.budget.release(held)
+                raise
+            self.budget.settle(held, reply.prompt_tokens, reply.completion_tokens)
+            row["cached"] = False
+            # fsync takes milliseconds: off the event loop, so other requests keep flowing.
+            await asyncio.to_thread(self.cache.put, key, request, reply)
+        # What this annotation cost to make, paid now or on an earlier run (``cached`` says which).
+        row["prompt_tokens"] += reply.prompt_tokens
+        row["completion_tokens"] += reply.completion_tokens
+        row["cost_usd"] += self.budget.cost(p.model, reply.prompt_tokens, reply.completion_tokens)
+        return reply
+
+
+def _response_format(mode: str, task_name: str, strict: bool) -> dict:
+    if mode == "none":
+        return {}
+    if mode == "json_object":
+        return {"response_format": {"type": "json_object"}}
+    schema = get_task(task_name).schema
+    if mode == "json_object_schema":
+        return {"response_format": {"type": "json_object", "schema": schema}}
+    return {"response_format": {"type": "json_schema", "json_schema": {
+        "name": task_name, "schema": _strict_subset(schema) if strict else schema, "strict": strict}}}
+
+
+# JSON Schema keywords OpenAI's strict mode refuses; the local validation still applies them.
+_NOT_IN_STRICT = {"$schema", "minLength", "maxLength"}
+
+
+def _strict_subset(schema):
+    if isinstance(schema, dict):
+        return {k: _strict_subset(v) for k, v in schema.items() if k not in _NOT_IN_STRICT}
+    if isinstance(schema, list):
+        return [_strict_subset(v) for v in schema]
+    return schema
+
+
+def _clip_from_row(row: dict, max_words: int, n_frames: int) -> Clip:
+    """A clip row from segment, or a whole video from transcribe (clip_id = video_id)."""
+    words = [w for w in (row.get("words") or []) if w and w.get("start") is not None][:max_words]
+    if row.get("clip_id") is not None:
+        start, end = float(row["start"]), float(row["end"])
+        clip_id = row["clip_id"]
+    else:
+        start = 0.0
+        ends = [float(w["end"]) for w in words if w.get("end") is not None]
+        end = max([float(row.get("duration_s") or 0.0)] + ends)
+        clip_id = row["video_id"]
+    previous = row.get("previous")
+    if previous and len(previous) > PREVIOUS_CHARS:  # the latest speech matters most
+        previous = "…" + previous[-PREVIOUS_CHARS:]
+    return Clip(clip_id=clip_id, video_id=row["video_id"], start=start, end=end, words=words,
+                title=row.get("title"), previous=previous,
+                frames=pick_evenly(row.get("frames") or [], n_frames))
