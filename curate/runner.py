@@ -98,7 +98,7 @@ def _init_ray(recipe: Recipe, plans: list[StagePlan]):
         for name in p.cls.required_env(p.cls.Params.model_validate(p.params)):
             if name in os.environ:
                 env[name] = os.environ[name]
-    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                   runtime_env={"env_vars": env} if env else None)
     if recipe.ray.address:
         ray.init(address=recipe.ray.address, **kwargs)
