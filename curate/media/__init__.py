@@ -1,0 +1,1 @@
+"""Media helpers: one decode pass per video (see ``curate.media.decode``)."""

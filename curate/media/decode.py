@@ -1,0 +1,231 @@
+"""One PyAV pass over a video that feeds every frame consumer at once.
+
+Each decoded frame yields (a) a small BGR copy for scene detection (every
+frame) and (b), at the recipe's sample rate, a larger BGR copy for CLIP and
+the reference model. Times are the frame's own ``pts * time_base`` minus the
+stream start, so variable-frame-rate video gets true times. Frames stream
+through: nothing holds the whole video in memory.
+
+Decoding runs in a producer thread with the codec's own frame threads on,
+so the caller's per-frame work (scene scoring, JPEG writing) overlaps it;
+PyAV, swscale and OpenCV release the GIL for their heavy parts.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+# Same target as PySceneDetect's auto-downscale (scene_manager.DEFAULT_MIN_WIDTH),
+# so our cuts match the ``scenedetect`` CLI's.
+SCENE_MIN_WIDTH = 256
+
+
+class DecodeError(Exception):
+    """A per-video fault; ``code`` is the row's error_code."""
+
+    def __init__(self, code: str, msg: str):
+        super().__init__(msg)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    fps: float  # average rate as the container reports it (VFR: only a hint)
+    duration_s: float | None
+    time_base: Fraction
+
+
+@dataclass
+class Frame:
+    index: int  # decode order, 0-based
+    pts: int  # relative to the stream start, in ``time_base`` units
+    time_base: Fraction
+    small: np.ndarray  # HxWx3 BGR, downscaled for scene detection
+    sample: np.ndarray | None  # HxWx3 BGR for CLIP, only at sample times
+
+    @property
+    def t(self) -> float:
+        return float(self.pts * self.time_base)
+
+
+def scene_size(width: int, height: int, min_width: int = SCENE_MIN_WIDTH) -> tuple[int, int]:
+    """PySceneDetect's auto-downscale rule: shrink to about ``min_width`` wide
+    (then trimmed by a pixel or two to fit the I420 layout)."""
+    if width >= min_width:
+        factor = width / float(min_width)
+        width, height = max(1, round(width / factor)), max(1, round(height / factor))
+    # Even width, height divisible by 4: the small frame is built from I420 planes.
+    return max(2, width - width % 2), max(4, height - height % 4)
+
+
+def sample_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """Keep the aspect ratio, short side = ``short_side`` (never upscale)."""
+    scale = min(1.0, short_side / min(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _is_i420(frame) -> bool:
+    return frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0
+
+
+def _to_bgr(frame) -> np.ndarray:
+    """Full-size BGR frame (only needed at sample times)."""
+    import cv2
+
+    if _is_i420(frame):
+        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2BGR_I420)
+    return frame.to_ndarray(format="bgr24")
+
+
+def _small_bgr(frame, width: int, height: int) -> np.ndarray:
+    """Downscaled BGR frame for scene detection, made from the YUV planes.
+
+    Shrinking the planes first and converting the small picture costs a
+    fraction of converting every full frame (the conversion and the resize
+    are both linear, so the pixels differ from "convert, then shrink" only
+    by rounding). Needs a height divisible by 4, so callers round to that.
+    """
+    import cv2
+
+    if not _is_i420(frame) or height % 4 or width % 2:
+        return cv2.resize(_to_bgr(frame), (width, height), interpolation=cv2.INTER_LINEAR)
+    planes = frame.to_ndarray()
+    h, w = frame.height, frame.width
+    y = cv2.resize(planes[:h], (width, height), interpolation=cv2.INTER_LINEAR)
+    chroma = planes[h:].reshape(2, h // 2, w // 2)
+    u = cv2.resize(chroma[0], (width // 2, height // 2), interpolation=cv2.INTER_LINEAR)
+    v = cv2.resize(chroma[1], (width // 2, height // 2), interpolation=cv2.INTER_LINEAR)
+    i420 = np.concatenate([y, u.reshape(-1, width), v.reshape(-1, width)])
+    return cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
+
+
+def open_video(path: Path):
+    """Open ``path`` and return (container, video stream, info); raise DecodeError on faults."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise DecodeError("segment.missing", f"video file not found: {path}")
+    if path.stat().st_size == 0:
+        raise DecodeError("segment.empty", f"video file is empty (0 bytes): {path}")
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as exc:
+        raise DecodeError("segment.decode", f"cannot open {path.name}: {exc}") from exc
+    if not container.streams.video:
+        container.close()
+        raise DecodeError("segment.no_video", f"{path.name} has no video stream (audio-only?)")
+    stream = container.streams.video[0]
+    rate = stream.average_rate or stream.guessed_rate
+    duration = float(stream.duration * stream.time_base) if stream.duration else (
+        container.duration / 1e6 if container.duration else None)
+    info = VideoInfo(
+        width=stream.codec_context.width,
+        height=stream.codec_context.height,
+        fps=float(rate) if rate else 0.0,
+        duration_s=duration,
+        time_base=Fraction(stream.time_base.numerator, stream.time_base.denominator),
+    )
+    if not info.width or not info.height:
+        container.close()
+        raise DecodeError("segment.decode", f"{path.name}: video stream has no frame size")
+    return container, stream, info
+
+
+def iter_frames(
+    path: Path,
+    sample_fps: float,
+    sample_short_side: int = 224,
+    scene_min_width: int = SCENE_MIN_WIDTH,
+    threads: int = 0,
+    queue_size: int = 2,
+    batch: int = 32,
+) -> tuple[VideoInfo, Iterator[Frame]]:
+    """Open ``path`` and return its info and a frame iterator (one decode pass).
+
+    ``sample_fps`` > 0 attaches a sample frame to the first frame at or after
+    each multiple of 1/sample_fps seconds. Raises DecodeError (from opening,
+    or from the iterator mid-stream) for per-video faults. Frames cross
+    from the decoding thread in lists of ``batch``: one hand-over per frame
+    would cost more in GIL switches than the scene detector itself.
+    """
+    import cv2
+
+    container, stream, info = open_video(path)
+    # Frame-threaded decode: libav splits the work over the cores itself.
+    stream.thread_type = "AUTO"
+    stream.codec_context.thread_count = threads or (os.cpu_count() or 1)
+    small_w, small_h = scene_size(info.width, info.height, scene_min_width)
+    big_w, big_h = sample_size(info.width, info.height, sample_short_side)
+    step = 1.0 / sample_fps if sample_fps > 0 else None
+    name = Path(path).name
+
+    frames: queue.Queue = queue.Queue(maxsize=queue_size)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            start_pts = None
+            next_sample = 0.0
+            index = 0
+            pending: list[Frame] = []
+            for frame in container.decode(stream):
+                if stop.is_set():
+                    return
+                if frame.pts is None:
+                    continue  # no timestamp: cannot be placed in time
+                if start_pts is None:
+                    start_pts = frame.pts
+                tb = Fraction(frame.time_base.numerator, frame.time_base.denominator)
+                pts = frame.pts - start_pts
+                t = float(pts * tb)
+                small = _small_bgr(frame, small_w, small_h)
+                sample = None
+                if step is not None and t + 1e-6 >= next_sample:
+                    sample = cv2.resize(_to_bgr(frame), (big_w, big_h), interpolation=cv2.INTER_AREA)
+                    # Next multiple of the step after t (skips gaps in VFR video).
+                    next_sample = (int(t / step + 1e-6) + 1) * step
+                pending.append(Frame(index, pts, tb, small, sample))
+                index += 1
+                if len(pending) >= batch:
+                    frames.put(pending)
+                    pending = []
+            if pending:
+                frames.put(pending)
+            frames.put(done)
+        except Exception as exc:  # handed to the consumer, raised there
+            frames.put(DecodeError("segment.decode", f"{name}: decoding failed: {exc}"))
+
+    def consume() -> Iterator[Frame]:
+        thread = threading.Thread(target=produce, name=f"decode-{name}", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = frames.get()
+                if item is done:
+                    return
+                if isinstance(item, Exception):
+                    raise item
+                yield from item
+        finally:
+            stop.set()
+            # Unblock a producer waiting on a full queue, then let it finish.
+            while thread.is_alive():
+                try:
+                    frames.get_nowait()
+                except queue.Empty:
+                    thread.join(timeout=0.05)
+            container.close()
+
+    return info, consume()

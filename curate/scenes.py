@@ -1,0 +1,63 @@
+"""Scene cuts from PySceneDetect detectors fed frames we already decoded.
+
+The detectors' ``process_frame`` API takes one frame at a time, so the
+segment stage's single decode pass drives them directly (no second decode
+through PySceneDetect's own VideoStream). Each frame's timecode is built from
+its real ``pts`` and ``time_base``, so cut times stay right on
+variable-frame-rate video.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Literal
+
+import numpy as np
+
+Detector = Literal["content", "adaptive"]
+
+
+class SceneCutter:
+    """Feed frames in order with ``add``; ``finish`` returns cut times (seconds)."""
+
+    def __init__(
+        self,
+        detector: Detector = "content",
+        threshold: float = 27.0,
+        min_scene_len_s: float = 0.6,
+        adaptive_threshold: float = 3.0,
+        min_content_val: float = 15.0,
+        fps_hint: float = 30.0,
+    ):
+        from scenedetect.detectors import AdaptiveDetector, ContentDetector
+
+        # A float min_scene_len is read as seconds (a frame count would be
+        # wrong on VFR video).
+        if detector == "content":
+            self._detector = ContentDetector(threshold=threshold, min_scene_len=float(min_scene_len_s))
+        elif detector == "adaptive":
+            self._detector = AdaptiveDetector(
+                adaptive_threshold=adaptive_threshold,
+                min_scene_len=float(min_scene_len_s),
+                min_content_val=min_content_val,
+            )
+        else:
+            raise ValueError(f"unknown scene detector {detector!r}; use 'content' or 'adaptive'")
+        self._fps = Fraction(fps_hint).limit_denominator(1001) if fps_hint > 0 else Fraction(30)
+        self._cuts: list = []
+        self._last = None
+
+    def _timecode(self, pts: int, time_base: Fraction):
+        from scenedetect.common import FrameTimecode, Timecode
+
+        return FrameTimecode(timecode=Timecode(pts=pts, time_base=time_base), fps=self._fps)
+
+    def add(self, pts: int, time_base: Fraction, frame_bgr: np.ndarray) -> None:
+        self._last = self._timecode(pts, time_base)
+        self._cuts += self._detector.process_frame(self._last, frame_bgr)
+
+    def finish(self) -> list[float]:
+        """Flush the detector; cut times in seconds, sorted, unique."""
+        if self._last is not None:
+            self._cuts += self._detector.post_process(self._last)
+        return sorted({round(c.seconds, 6) for c in self._cuts})

@@ -1,0 +1,170 @@
+"""Filter stage: CLIP similarity between each clip's frames and its words.
+
+Frames come from the JPEGs the segment stage wrote (no second decode). One
+model per worker, frames embedded in batches while the next batch's JPEGs
+are read in a background thread. Frame embeddings go to the side table
+``frame_embeddings``; each clip keeps its mean embedding for dedup.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field, field_validator
+
+from .. import schemas, status
+from .base import Params, Resources, Stage, _existing
+
+
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".gz", ".npz")
+
+
+class FilterParams(Params):
+    # open_clip architecture; 'curate-demo-clip' is the offline demo model (demo only).
+    clip_model: str = "ViT-B-32"
+    # open_clip weights tag (e.g. 'openai', fetched where a hub is reachable) or a local
+    # checkpoint file; null with clip_model 'curate-demo-clip' = the shipped demo weights.
+    clip_pretrained: str | None = "openai"
+    # Clips whose score is below this are 'filtered'; null = score only.
+    min_similarity: float | None = Field(0.2, ge=-1, le=1)
+    score: Literal["mean", "max"] = "mean"  # which similarity min_similarity applies to
+    use_title: bool = False  # also score frames against the video title (kept as title_sim)
+    batch_size: int = Field(64, ge=1, le=4096)
+
+    @field_validator("clip_pretrained")
+    @classmethod
+    def _checkpoint_exists(cls, value: str | None) -> str | None:
+        """A path (not a tag) must exist now, read from the recipe's folder, so a
+        typo fails at validation rather than in a worker."""
+        if value is None or not ("/" in value or value.endswith(_CHECKPOINT_SUFFIXES)):
+            return value
+        try:
+            return str(_existing(value))
+        except ValueError as exc:
+            raise ValueError(f"stages.filter.clip_model weights: {exc}") from None
+
+
+class FilterStage(Stage):
+    name = "filter"
+    version = "1"
+    Params = FilterParams
+    inputs = ("segment",)
+    input_key = "clip_id"
+    row_key = "clip_id"
+    resources = Resources(cpus=2, memory_gb=2)
+
+    def setup(self) -> None:
+        from ..clip_model import ClipEncoder
+
+        p = self.params
+        self.encoder = ClipEncoder(p.clip_model, p.clip_pretrained, threads=max(1, int(self.resources.cpus)),
+                                   batch_size=p.batch_size)
+        self.model_label = f"{p.clip_model}/{p.clip_pretrained or 'demo'}"
+
+    def process(self, table: pa.Table) -> list[dict]:
+        if getattr(self, "encoder", None) is None:
+            self.setup()
+        clips = table.to_pylist()
+        frames = [(k, f) for k, clip in enumerate(clips) for f in (clip.get("frames") or [])]
+        frame_emb, missing = self._embed_frames([f["path"] for _, f in frames])
+        per_clip: dict[int, list[int]] = {}
+        for row, (k, _) in enumerate(frames):
+            per_clip.setdefault(k, []).append(row)
+        texts = self.encoder.encode_texts([c.get("text") or "" for c in clips]) if clips else None
+        titles = (self.encoder.encode_texts([c.get("title") or "" for c in clips])
+                  if clips and self.params.use_title else None)
+
+        rows, side = [], []
+        for k, clip in enumerate(clips):
+            idx = per_clip.get(k, [])
+            bad = [frames[i][1]["path"] for i in idx if i in missing]
+            base = {"clip_id": clip["clip_id"], "video_id": clip["video_id"], "start": clip.get("start"),
+                    "end": clip.get("end"), "model": self.model_label, "n_frames": len(idx)}
+            if bad:
+                rows.append({**base, **status.failed("filter.frame_missing",
+                                                     f"{len(bad)} frame(s) unreadable, e.g. {bad[0]}")})
+                continue
+            if not idx:
+                rows.append({**base, **status.failed("filter.no_frames", "the clip has no sampled frames")})
+                continue
+            emb = frame_emb[idx]
+            mean_emb = emb.mean(0)
+            mean_emb /= np.linalg.norm(mean_emb) or 1.0
+            side += [{"clip_id": clip["clip_id"], "video_id": clip["video_id"], "t": frames[i][1]["t"],
+                      "path": frames[i][1]["path"], "embedding": frame_emb[i].astype(np.float16),
+                      "model": self.model_label, **status.ok()} for i in idx]
+            row = {**base, "embedding": mean_emb.astype(np.float16)}
+            if titles is not None:
+                row["title_sim"] = float((emb @ titles[k]).mean())
+            if not (clip.get("text") or "").strip():
+                verdict = (status.ok() if self.params.min_similarity is None
+                           else status.filtered("filter.no_text", "the clip has no words to compare with"))
+                rows.append({**row, **verdict})
+                continue
+            sims = emb @ texts[k]
+            row.update(sim_mean=float(sims.mean()), sim_max=float(sims.max()))
+            rows.append({**row, **self._verdict(row)})
+        self._write_side_table(side)
+        return rows
+
+    def _verdict(self, row: dict) -> dict:
+        p = self.params
+        value = row["sim_mean"] if p.score == "mean" else row["sim_max"]
+        if p.min_similarity is not None and value < p.min_similarity:
+            return status.filtered("filter.low_similarity",
+                                   f"{p.score} similarity {value:.3f} < min_similarity {p.min_similarity}")
+        return status.ok()
+
+    def _embed_frames(self, paths: list[str]) -> tuple[np.ndarray, set[int]]:
+        """Embeddings for every path (zeros where unreadable) and the unreadable indices."""
+        out = np.zeros((len(paths), self.encoder.dim), np.float32)
+        missing: set[int] = set()
+        for start, images in self._read_batches(paths):
+            ok = [i for i, img in enumerate(images) if img is not None]
+            missing.update(start + i for i, img in enumerate(images) if img is None)
+            if ok:
+                out[[start + i for i in ok]] = self.encoder.encode_frames([images[i] for i in ok])
+        return out, missing
+
+    def _read_batches(self, paths: list[str]) -> Iterator[tuple[int, list]]:
+        """Batches of decoded JPEGs; the next batch is read while this one is embedded."""
+        import cv2
+
+        root = self.ctx.catalog_root
+        bs = self.params.batch_size
+
+        def read(start: int) -> list:
+            return [cv2.imread(str(root / p), cv2.IMREAD_COLOR) for p in paths[start:start + bs]]
+
+        starts = list(range(0, len(paths), bs))
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="filter-read") as pool:
+            pending = pool.submit(read, starts[0]) if starts else None
+            for n, start in enumerate(starts):
+                images = pending.result()
+                pending = pool.submit(read, starts[n + 1]) if n + 1 < len(starts) else None
+                yield start, images
+
+    def _write_side_table(self, rows: list[dict]) -> None:
+        """Write this shard's frame embeddings. A partial redo (the runner reuses
+        finished rows) keeps the earlier rows of clips not processed this time."""
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        path = self.ctx.side_table_path("frame_embeddings")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        schema = schemas.table_schema("frame_embeddings")
+        table = schemas.from_rows(rows, schema)
+        if path.exists():
+            old = pq.read_table(path, schema=schema)
+            fresh = pa.array(sorted({r["clip_id"] for r in rows}), pa.string())
+            table = pa.concat_tables([old.filter(pc.invert(pc.is_in(old["clip_id"], fresh))), table])
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+
+    def teardown(self) -> None:
+        self.encoder = None

@@ -1,0 +1,224 @@
+"""Segment stage: one decode pass per video -> scene cuts, sampled frames, clips.
+
+The pass feeds PySceneDetect every (downscaled) frame and writes the frames
+sampled at ``sample_fps`` as JPEGs under ``media/<video_id>/frames_*`` for the
+filter stage (and the reference model), so no later stage decodes the video
+again. Clips come from LiveCC's speech rule or from the scene cuts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+from pydantic import Field, model_validator
+
+from .. import status
+from ..clips import Clip, attach_cuts, previous_text, scene_clips, speech_clips
+from .base import Params, Resources, Stage
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
+
+
+class SegmentParams(Params):
+    mode: Literal["speech", "scene"] = "speech"
+    # LiveCC defaults: 30-240 s clips, a gap over 3 s between words ends one.
+    min_clip_s: float = Field(30.0, gt=0, le=3600)
+    max_clip_s: float = Field(240.0, gt=0, le=7200)
+    max_gap_s: float = Field(3.0, gt=0, le=600)
+    sentence_start: bool = False  # a clip must start at a sentence start
+    # Speech-rate window in words per second (LiveCC's check); null = keep all.
+    words_per_second: tuple[float, float] | None = (1.0, 4.0)
+    previous_max_words: int = Field(256, ge=0, le=100_000)  # 0 = all earlier words
+    detector: Literal["content", "adaptive"] = "content"
+    threshold: float = Field(27.0, ge=0, le=255)  # ContentDetector
+    adaptive_threshold: float = Field(3.0, gt=0, le=255)  # AdaptiveDetector
+    min_scene_len_s: float = Field(0.6, ge=0, le=600)
+    sample_fps: float = Field(1.0, gt=0, le=30)
+    frame_short_side: int = Field(224, ge=32, le=1080)
+    jpeg_quality: int = Field(90, ge=30, le=100)
+    # Videos decoded at once (worker processes) by one stage worker; null = the stage's cpus.
+    parallel_videos: int | None = Field(None, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "SegmentParams":
+        if self.min_clip_s > self.max_clip_s:
+            raise ValueError(f"min_clip_s ({self.min_clip_s}) must not exceed max_clip_s ({self.max_clip_s})")
+        if self.words_per_second is not None and not 0 <= self.words_per_second[0] <= self.words_per_second[1]:
+            raise ValueError(f"words_per_second must be [low, high] with 0 <= low <= high, got {self.words_per_second}")
+        return self
+
+
+@dataclass
+class DecodedVideo:
+    cuts: list[float]
+    duration_s: float
+    frames: list[dict]  # {"t": seconds, "path": relative to the catalog root}
+
+
+class SegmentStage(Stage):
+    name = "segment"
+    version = "1"
+    Params = SegmentParams
+    inputs = ("transcribe", "crawl")
+    input_key = "video_id"
+    row_key = "clip_id"
+    resources = Resources(cpus=2, memory_gb=1.5)
+
+    def process(self, table: pa.Table) -> list[dict]:
+        videos = table.to_pylist()
+        checked = [self._check(v) for v in videos]
+        jobs = [(v["video_id"], str(self._resolve(v["video_path"])), str(self.ctx.catalog_root), self.params)
+                for v, err in zip(videos, checked) if err is None]
+        decoded = iter(self._decode_all(jobs))
+        rows = []
+        for video, err in zip(videos, checked):
+            rows += [err] if err is not None else self._video_rows(video, next(decoded))
+        return rows
+
+    def _decode_all(self, jobs: list[tuple]) -> list:
+        """Decode every video once, several at a time in worker processes.
+
+        Processes, not threads: the scene detector's per-frame Python work
+        holds the GIL, so threads would still decode one video at a time.
+        """
+        workers = min(self.params.parallel_videos or max(1, int(self.resources.cpus)), len(jobs))
+        if workers <= 1:
+            return [decode_job(job) for job in jobs]
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # "spawn": a fresh interpreter, never a fork of a process running threads (Ray, PyAV).
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return list(pool.map(decode_job, jobs))
+
+    def _check(self, video: dict) -> dict | None:
+        """An error row for an input row that cannot be decoded at all, else None."""
+        video_id = video["video_id"]
+        if not _SAFE_ID.fullmatch(video_id or ""):
+            return _error_row(video_id or "", status.failed("segment.bad_video_id",
+                                                            f"video_id {video_id!r} cannot name a media folder"))
+        if not video.get("video_path"):
+            return _error_row(video_id, status.failed("segment.missing", "input row has no video_path"))
+        return None
+
+    def _resolve(self, video_path: str) -> Path:
+        path = Path(video_path)
+        return path if path.is_absolute() else self.ctx.catalog_root / path
+
+    def _video_rows(self, video: dict, decoded: "DecodedVideo | tuple[str, str]") -> list[dict]:
+        video_id = video["video_id"]
+        if isinstance(decoded, tuple):  # (error code, message) from the decode pass
+            return [_error_row(video_id, status.failed(*decoded))]
+        words = [_word(w) for w in (video.get("words") or [])]
+        clips = self._clips(words, decoded)
+        if not clips:
+            why = (f"no clip of {self.params.min_clip_s}-{self.params.max_clip_s}s in {len(words)} words "
+                   f"({decoded.duration_s:.1f}s of video, mode {self.params.mode})")
+            return [_error_row(video_id, status.filtered("segment.no_clips", why))]
+        return [self._clip_row(video, clip, words, decoded) for clip in clips]
+
+    def _clips(self, words: list[dict], decoded: DecodedVideo) -> list[Clip]:
+        p = self.params
+        if p.mode == "speech":
+            clips = speech_clips(words, p.min_clip_s, p.max_clip_s, p.max_gap_s, p.sentence_start)
+        else:
+            clips = scene_clips(decoded.cuts, decoded.duration_s, words, p.min_clip_s, p.max_clip_s)
+        attach_cuts(clips, decoded.cuts)
+        return clips
+
+    def _clip_row(self, video: dict, clip: Clip, words: list[dict], decoded: DecodedVideo) -> dict:
+        p = self.params
+        rate = clip.words_per_second
+        verdict = status.ok()
+        if p.mode == "speech" and p.words_per_second is not None:
+            low, high = p.words_per_second
+            if rate is None or not low <= rate <= high:
+                verdict = status.filtered("segment.speech_rate",
+                                          f"{rate if rate is None else round(rate, 2)} words/s outside [{low}, {high}]")
+        return {
+            "clip_id": f"{video['video_id']}:{round(clip.start * 1000)}-{round(clip.end * 1000)}",
+            "video_id": video["video_id"],
+            "mode": p.mode,
+            "start": clip.start,
+            "end": clip.end,
+            "cuts": clip.cuts,
+            "words": clip.words,
+            "text": clip.text,
+            "n_words": clip.n_words,
+            "words_per_second": rate,
+            "previous": previous_text(words, clip.start, p.previous_max_words),
+            "title": video.get("title"),
+            "frames": [f for f in decoded.frames if clip.start <= f["t"] < clip.end],
+            "video_cuts": decoded.cuts,
+            "video_duration_s": decoded.duration_s,
+            **verdict,
+        }
+
+
+def decode_job(job: tuple) -> "DecodedVideo | tuple[str, str]":
+    """Picklable entry point for worker processes: a DecodedVideo or (error code, message)."""
+    from ..media.decode import DecodeError
+
+    video_id, path, catalog_root, params = job
+    try:
+        return decode_video(video_id, Path(path), Path(catalog_root), params)
+    except DecodeError as exc:
+        return (exc.code, str(exc))
+
+
+def decode_video(video_id: str, path: Path, catalog_root: Path, p: SegmentParams) -> DecodedVideo:
+    """The one pass: every frame to the scene detector, samples to JPEG under
+    ``media/<video_id>/frames_<fps>fps_<size>/``. Raises DecodeError."""
+    import cv2
+
+    from ..media.decode import DecodeError, iter_frames
+    from ..scenes import SceneCutter
+
+    # One decoding thread beside this one: the parallelism is across videos.
+    info, frames = iter_frames(path, sample_fps=p.sample_fps, sample_short_side=p.frame_short_side, threads=1)
+    cutter = SceneCutter(p.detector, threshold=p.threshold, min_scene_len_s=p.min_scene_len_s,
+                         adaptive_threshold=p.adaptive_threshold, fps_hint=info.fps)
+    rel_dir = Path("media") / video_id / f"frames_{p.sample_fps:g}fps_{p.frame_short_side}"
+    final_dir = catalog_root / rel_dir
+    # Frames go to a private folder renamed into place at the end, so a
+    # crashed run never leaves a half-written frame set behind.
+    tmp_dir = final_dir.with_name(f".{final_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir(parents=True)
+    sampled: list[dict] = []
+    last_t, n = 0.0, 0
+    try:
+        for frame in frames:
+            cutter.add(frame.pts, frame.time_base, frame.small)
+            last_t, n = frame.t, n + 1
+            if frame.sample is not None:
+                name = f"{len(sampled):06d}.jpg"
+                ok, jpg = cv2.imencode(".jpg", frame.sample, [cv2.IMWRITE_JPEG_QUALITY, p.jpeg_quality])
+                if not ok:
+                    raise DecodeError("segment.decode", f"JPEG encoding failed at t={frame.t:.3f}s")
+                (tmp_dir / name).write_bytes(jpg.tobytes())
+                sampled.append({"t": frame.t, "path": str(rel_dir / name)})
+        if n == 0:
+            raise DecodeError("segment.empty", f"{path.name}: the video stream holds no frames")
+        shutil.rmtree(final_dir, ignore_errors=True)
+        os.replace(tmp_dir, final_dir)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    duration = last_t + (1.0 / info.fps if info.fps else 0.0)
+    return DecodedVideo(cuts=cutter.finish(), duration_s=duration, frames=sampled)
+
+
+def _word(w: dict) -> dict:
+    return {"start": float(w["start"]), "end": float(w["end"]), "text": str(w.get("text") or ""),
+            "prob": None if w.get("prob") is None else float(w["prob"])}
+
+
+def _error_row(video_id: str, verdict: dict) -> dict:
+    suffix = "none" if verdict["status"] == status.Status.FILTERED else "error"
+    return {"clip_id": f"{video_id}:{suffix}", "video_id": video_id, **verdict}

@@ -1,0 +1,63 @@
+"""Scene cuts on the demo corpus: within one frame of the truth, none where there is none."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from curate.demo.corpus import DEMO_DATA, make_silent_video
+from curate.media.decode import iter_frames
+from curate.scenes import SceneCutter
+
+DEMOS = sorted(p.stem.split(".")[0] for p in DEMO_DATA.glob("*.truth.json"))
+# The demo recipe's threshold: one demo cut (purple triangle -> blue square on dark
+# backgrounds) scores ~21, under PySceneDetect's default 27; static frames score < 0.01.
+DEMO_THRESHOLD = 15.0
+
+
+def detect(path, **kwargs) -> tuple[list[float], float]:
+    info, frames = iter_frames(path, sample_fps=1.0)
+    cutter = SceneCutter(fps_hint=info.fps, **kwargs)
+    for f in frames:
+        cutter.add(f.pts, f.time_base, f.small)
+    return cutter.finish(), info.fps
+
+
+@pytest.mark.parametrize("name", DEMOS)
+@pytest.mark.parametrize("detector", ["content", "adaptive"])
+def test_demo_cuts_within_one_frame_of_truth(name, detector):
+    truth = json.loads((DEMO_DATA / f"{name}.truth.json").read_text())
+    cuts, fps = detect(DEMO_DATA / f"{name}.mp4", detector=detector, threshold=DEMO_THRESHOLD)
+    assert len(cuts) == len(truth["cuts"]), (cuts, truth["cuts"])  # no cut inside a static scene
+    assert cuts == pytest.approx(truth["cuts"], abs=1.0 / fps + 1e-6)
+
+
+def test_static_talking_scene_has_no_cut(tmp_path):
+    video = make_silent_video(tmp_path / "static.mp4", 6.0)
+    assert detect(video)[0] == []
+    assert detect(video, detector="adaptive")[0] == []
+
+
+def test_cut_time_is_real_on_variable_frame_rate_video(tmp_path):
+    import subprocess
+
+    # 10 fps until 2 s then 30 fps; the cut is at 2.5 s. Counting frames at the
+    # average rate would put it near 1.2 s.
+    path = tmp_path / "vfr.mp4"
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "color=c=red:s=320x240:r=30:d=2.5", "-f", "lavfi", "-i", "color=c=blue:s=320x240:r=30:d=1.5",
+                    "-filter_complex", "[0][1]concat=n=2:v=1:a=0,select='gte(t\\,2)+not(mod(n\\,3))'",
+                    "-fps_mode", "vfr", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)], check=True)
+    cuts, _ = detect(path)
+    assert cuts == pytest.approx([2.5], abs=1e-3)
+
+
+def test_threshold_and_min_scene_len_come_from_params(tmp_path):
+    name = DEMOS[0]
+    # A threshold above any frame difference finds nothing; a long min_scene_len keeps only spaced cuts.
+    assert detect(DEMO_DATA / f"{name}.mp4", threshold=255)[0] == []
+    truth = json.loads((DEMO_DATA / f"{name}.truth.json").read_text())["cuts"]
+    assert len(detect(DEMO_DATA / f"{name}.mp4", min_scene_len_s=15.0)[0]) < len(truth)
+    with pytest.raises(ValueError, match="unknown scene detector"):
+        SceneCutter(detector="histogram")
