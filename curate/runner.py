@@ -69,7 +69,8 @@ def plan(recipe: Recipe) -> list[StagePlan]:
         missing = [i for i in stage_inputs if i not in enabled]
         if missing:
             raise RecipeError(f"{recipe.path}: stages.{name} reads {', '.join(missing)}, "
-                              f"which the recipe does not enable (add stages.{missing[0]})")
+                              f"which the recipe does not enable (add stages.{missing[0]}"
+                              + (", or pick another input_stage)" if "input_stage" in cfg.model_fields else ")"))
         params = cfg.model_dump(mode="json", exclude={"resources"})
         inputs = {i: plans[i].fingerprint for i in stage_inputs}
         extra = {"shards": recipe.shards}

@@ -18,6 +18,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Segment + filter over the demo corpus, built once per session for several test modules.
+pytest_plugins = ["segment_fixtures"]
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than ~20 s")

@@ -250,7 +250,7 @@ def test_whole_videos_from_the_transcribe_table(tmp_path):
 def test_recipe_mistakes_are_refused_with_a_reason():
     with pytest.raises(ValidationError, match="prices has no entry for model 'gpt-x'"):
         AnnotateParams(base_url="https://api.example.com/v1", model="gpt-x", budget_usd=5)
-    with pytest.raises(ValidationError, match="frames_per_clip needs input_stage: segment"):
+    with pytest.raises(ValidationError, match="frames_per_clip needs clips"):
         AnnotateParams(base_url="http://127.0.0.1:1/v1", model="m", frames_per_clip=4, input_stage="transcribe")
     with pytest.raises(ValidationError, match="http"):
         AnnotateParams(base_url="127.0.0.1:8080", model="m")

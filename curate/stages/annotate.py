@@ -40,8 +40,9 @@ class AnnotateParams(Params):
                                     description="name of the env var holding the API key; null for a local "
                                                 "endpoint without one. The key itself never goes in a recipe.")
     tasks: list[TaskName] = Field(default_factory=lambda: ["caption", "qa", "reasoning", "commentary"], min_length=1)
-    input_stage: Literal["segment", "transcribe"] = Field(
-        "segment", description="segment = clips; transcribe = whole videos with their word streams")
+    input_stage: Literal["dedup", "filter", "segment", "transcribe"] = Field(
+        "dedup", description="dedup / filter = the clips that passed them; segment = every clip; "
+                             "transcribe = whole videos with their word streams")
     concurrency: int = Field(8, ge=1, le=512, description="requests in flight at once")
     timeout_s: float = Field(60.0, gt=0, le=3600, description="per request")
     max_retries: int = Field(4, ge=0, le=20, description="on 429, 5xx, timeouts, dropped connections")
@@ -86,8 +87,9 @@ class AnnotateParams(Params):
 
     @model_validator(mode="after")
     def _frames_need_clips(self) -> "AnnotateParams":
-        if self.frames_per_clip and self.input_stage != "segment":
-            raise ValueError("frames_per_clip needs input_stage: segment (the segment stage samples the frames)")
+        if self.frames_per_clip and self.input_stage == "transcribe":
+            raise ValueError("frames_per_clip needs clips (input_stage: dedup, filter or segment; "
+                             "the segment stage samples the frames)")
         return self
 
     @model_validator(mode="after")
@@ -110,12 +112,17 @@ class AnnotateStage(Stage):
 
     @classmethod
     def inputs_for(cls, params: AnnotateParams) -> tuple[str, ...]:
-        """Upstream tables for these params: clips, or whole videos (titles from crawl)."""
-        return ("segment",) if params.input_stage == "segment" else ("transcribe", "crawl")
+        """Upstream tables for these params: clips (with segment's columns joined to the
+        rows that survived filter / dedup), or whole videos (titles from crawl)."""
+        if params.input_stage == "transcribe":
+            return ("transcribe", "crawl")
+        if params.input_stage == "segment":
+            return ("segment",)
+        return (params.input_stage, "segment")
 
     @classmethod
     def input_key_for(cls, params: AnnotateParams) -> str:
-        return "clip_id" if params.input_stage == "segment" else "video_id"
+        return "video_id" if params.input_stage == "transcribe" else "clip_id"
 
     @classmethod
     def required_env(cls, params: AnnotateParams) -> list[str]:
