@@ -54,7 +54,8 @@ def _local_llm(recipe_path: Path, console: Console):
     except ImportError:
         return contextlib.nullcontext(None)
     console.print("starting the bundled local LLM (SmolLM2-135M, llama.cpp) on 127.0.0.1 ...")
-    return LocalLLM()
+    # Annotate runs after every other stage, so the model may use all cores.
+    return LocalLLM(n_threads=os.cpu_count() or 1)
 
 
 def run_demo(port: int = 8765, recipe: str | None = None, console: Console | None = None) -> int:

@@ -206,7 +206,8 @@ class Runner:
         units, blocked = self.pending(p)
         total = 1 if p.cls.scope == "global" else self.recipe.shards
         done = total - len(units) - (len(blocked) if p.cls.scope != "global" else (1 if blocked else 0))
-        task = progress.add_task(p.name, total=total, completed=done)
+        task = progress.add_task(p.name, total=total)
+        progress.update(task, completed=done)  # marks an already-finished stage finished (stops its clock)
         errors = []
         if blocked:
             errors.append(f"{p.name}: {len(blocked)} shard(s) wait for an upstream shard that did not finish")

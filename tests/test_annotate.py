@@ -173,15 +173,20 @@ def test_the_api_key_reaches_the_server_but_no_file_or_log(tmp_path, caplog):
 def test_semantic_checks_catch_what_a_schema_cannot():
     qa = get_task("qa")
     clip = Clip("c", "v", 10.0, 40.0)
-    good = {"open_ended": [{"question": "q", "answer": "a", "start": 12, "end": 15}],
+    # The model answers in clip time (0-30 s here); the stored output is in video time.
+    good = {"open_ended": [{"question": "q", "answer": "a", "start": 2, "end": 5}],
             "multiple_choice": [{"question": "q", "options": ["a", "b", "c", "d"], "answer_index": 2,
-                                 "start": 20, "end": 30}]}
-    assert qa.validate(json.dumps(good), "stop", clip) == good
+                                 "start": 10, "end": 20}]}
+    stored = qa.validate(json.dumps(good), "stop", clip)
+    assert (stored["open_ended"][0]["start"], stored["open_ended"][0]["end"]) == (12, 15)
+    assert (stored["multiple_choice"][0]["start"], stored["multiple_choice"][0]["end"]) == (20, 30)
+    assert stored["multiple_choice"][0]["options"] == good["multiple_choice"][0]["options"]
     cases = {
-        "outside the clip": {**good, "open_ended": [{**good["open_ended"][0], "start": 2, "end": 5}]},
+        "outside the clip": {**good, "open_ended": [{**good["open_ended"][0], "start": 28, "end": 35}]},
         "after end": {**good, "open_ended": [{**good["open_ended"][0], "start": 20, "end": 15}]},
         "options repeat": {**good, "multiple_choice": [{**good["multiple_choice"][0], "options": ["a", "A", "c", "d"]}]},
         "empty string": {**good, "open_ended": [{**good["open_ended"][0], "answer": "  "}]},
+        "placeholder": {**good, "open_ended": [{**good["open_ended"][0], "question": "..."}]},
         "answer_index": {**good, "multiple_choice": [{**good["multiple_choice"][0], "answer_index": 4}]},
     }
     for needle, output in cases.items():

@@ -28,6 +28,10 @@ SPAN_TOLERANCE_S = 0.5
 # Words are shown to the model in stretches of at most this many seconds.
 LINE_SECONDS = 3.0
 
+# Strings the prompts use as examples of a reply's shape: a reply that echoes
+# them back has said nothing, however valid its JSON.
+PLACEHOLDERS = frozenset({"...", "…", "step 1", "step 2"})
+
 LIVECC_CHECKS = ("comments_on_screen_in_real_time", "not_personal_feelings",
                  "not_multi_person_conversation", "text_not_garbled")
 
@@ -45,18 +49,23 @@ class Clip:
     previous: str | None = None
     frames: list[dict] = field(default_factory=list)  # {t, path}: the frames sent as images, in order
 
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
     def lines(self) -> list[dict]:
-        """Words grouped into short timed stretches: [start-end] text."""
+        """Words grouped into short timed stretches: [start-end] text, in clip time."""
         out: list[dict] = []
         for w in self.words:
             text = (w.get("text") or "").strip()
             if not text:
                 continue
-            if out and w["start"] - out[-1]["start"] < LINE_SECONDS:
+            if out and w["start"] - self.start - out[-1]["start"] < LINE_SECONDS:
                 out[-1]["text"] += " " + text
-                out[-1]["end"] = max(out[-1]["end"], w["end"])
+                out[-1]["end"] = max(out[-1]["end"], w["end"] - self.start)
             else:
-                out.append({"start": float(w["start"]), "end": float(w["end"]), "text": text})
+                out.append({"start": float(w["start"]) - self.start, "end": float(w["end"]) - self.start,
+                            "text": text})
         return out
 
 
@@ -76,7 +85,11 @@ class Task:
     outcome: Callable[[dict], dict] = lambda _output: status.ok()
 
     def validate(self, content: str | None, finish_reason: str | None, clip: Clip) -> dict:
-        """Parse and check one reply; raise ReplyError naming what is wrong."""
+        """Parse and check one reply; raise ReplyError naming what is wrong.
+
+        Models see and answer in clip time (0 = the clip's start: short
+        numbers, which small models get right far more often); the output
+        returned is in video time, like the words of every table."""
         if finish_reason == "length":
             raise ReplyError("llm.truncated", "the reply was cut off at max_tokens before it ended")
         try:
@@ -89,7 +102,7 @@ class Task:
         problems = _blank_strings(output) + self.semantic_check(output, clip)
         if problems:
             raise ReplyError("llm.schema", "; ".join(problems[:5]))
-        return output
+        return _to_video_time(output, clip.start)
 
 
 def get_task(name: str) -> Task:
@@ -123,9 +136,10 @@ class Prompts:
                 raise ValueError(f"prompt template {task}.j2 line {exc.lineno}: {exc.message}") from None
 
     def messages(self, task: str, clip: Clip, *, n_questions: int = 2, frames: list[str] = ()) -> list[dict]:
-        context = {"title": clip.title, "start": clip.start, "end": clip.end, "previous": clip.previous,
-                   "lines": clip.lines(), "n_questions": n_questions, "n_frames": len(frames),
-                   "frame_times": [f["t"] for f in clip.frames][: len(frames)]}
+        # Times in clip time: the clip runs from 0 to its duration (see Task.validate).
+        context = {"title": clip.title, "start": 0.0, "end": clip.duration, "offset": clip.start,
+                   "previous": clip.previous, "lines": clip.lines(), "n_questions": n_questions,
+                   "n_frames": len(frames), "frame_times": [f["t"] - clip.start for f in clip.frames][: len(frames)]}
         system = self.env.get_template("_system.j2").render(context).strip()
         user_text = self.env.get_template(f"{task}.j2").render(context).strip()
         user: str | list[dict] = user_text
@@ -161,7 +175,11 @@ def _describe(err: jsonschema.ValidationError) -> str:
 
 def _blank_strings(value: Any, where: str = "") -> list[str]:
     if isinstance(value, str):
-        return [] if value.strip() else [f"{where or '(top level)'}: empty string"]
+        if not value.strip():
+            return [f"{where or '(top level)'}: empty string"]
+        if value.strip().lower() in PLACEHOLDERS:
+            return [f"{where or '(top level)'}: {value.strip()!r} is the prompt's placeholder, not an answer"]
+        return []
     if isinstance(value, dict):
         return [p for k, v in value.items() for p in _blank_strings(v, f"{where}/{k}" if where else k)]
     if isinstance(value, list):
@@ -170,15 +188,29 @@ def _blank_strings(value: Any, where: str = "") -> list[str]:
 
 
 def _spans_inside(items: list[dict], clip: Clip, where: str) -> list[str]:
+    """Spans (clip time) must lie inside [0, clip duration], give or take the tolerance."""
     problems = []
-    lo, hi = clip.start - SPAN_TOLERANCE_S, clip.end + SPAN_TOLERANCE_S
+    lo, hi = -SPAN_TOLERANCE_S, clip.duration + SPAN_TOLERANCE_S
     for i, item in enumerate(items):
         start, end = item["start"], item["end"]
         if start > end:
             problems.append(f"{where}/{i}: start {start} is after end {end}")
         elif start < lo or end > hi:
-            problems.append(f"{where}/{i}: span [{start}, {end}] is outside the clip [{clip.start:.1f}, {clip.end:.1f}]")
+            problems.append(f"{where}/{i}: span [{start}, {end}] is outside the clip [0, {clip.duration:.1f}]")
     return problems
+
+
+def _to_video_time(value: Any, offset: float) -> Any:
+    """Shift every {start, end} span of a reply from clip time to video time."""
+    if isinstance(value, list):
+        return [_to_video_time(v, offset) for v in value]
+    if isinstance(value, dict):
+        out = {k: _to_video_time(v, offset) for k, v in value.items()}
+        if isinstance(out.get("start"), (int, float)) and isinstance(out.get("end"), (int, float)):
+            out["start"] = round(out["start"] + offset, 3)
+            out["end"] = round(out["end"] + offset, 3)
+        return out
+    return value
 
 
 def _check_qa(output: dict, clip: Clip) -> list[str]:
