@@ -56,13 +56,23 @@ def loopback_cluster():
 
 
 @pytest.mark.slow
-def test_recipe_runs_on_a_two_node_loopback_cluster(tmp_path, demo_site, loopback_cluster, helpers):
-    sources = [demo_site.url(n) for n in demo_site.video_names()] + [demo_site.url("missing")]
-    recipe = helpers.write_recipe(tmp_path, {"crawl": {"sources": sources}}, shards=4)
-    result = helpers.run_cli("run", str(recipe), "--ray-address", loopback_cluster)
+def test_recipe_runs_on_a_two_node_loopback_cluster(tmp_path, loopback_cluster, helpers):
+    from curate.demo.site import DemoSite
+
+    with DemoSite(flaky_failures=1) as site:  # its own site: a fresh 429 counter
+        faults = ["missing", "corrupt", "flaky"]
+        sources = [site.url(n) for n in site.video_names() + faults]
+        recipe = helpers.write_recipe(tmp_path, {"crawl": {"sources": sources, "backoff_s": 0.1}}, shards=4)
+        result = helpers.run_cli("run", str(recipe), "--ray-address", loopback_cluster)
+        flaky_hits = site.hit_count("/watch/flaky")
+    # Faults are rows, not a failed run: exit 0, and the summary names their codes.
     assert result.returncode == 0, result.stderr
-    assert "crawl" in result.stdout and "crawl.http_404" in result.stdout
+    assert "curate run" in result.stdout and "crawl.http_404" in result.stdout
+    assert "crawl.corrupt_media" in result.stdout
     run = json.loads(next((tmp_path / "catalog" / "runs").glob("*.json")).read_text())
     assert run["ray"]["nodes"] == 2 and run["ray"]["address"] == loopback_cluster
-    rows = helpers.stage_table(tmp_path / "catalog", "crawl")
-    assert sorted(r["status"] for r in rows) == ["failed"] + ["ok"] * len(demo_site.video_names())
+    rows = {r["source"].rsplit("/", 1)[-1]: r for r in helpers.stage_table(tmp_path / "catalog", "crawl")}
+    assert (rows["missing"]["status"], rows["missing"]["error_code"]) == ("failed", "crawl.http_404")
+    assert (rows["corrupt"]["status"], rows["corrupt"]["error_code"]) == ("failed", "crawl.corrupt_media")
+    assert rows["flaky"]["status"] == "ok" and flaky_hits >= 2  # 429 + Retry-After, then a download
+    assert all(rows[n]["status"] == "ok" for n in site.video_names())
