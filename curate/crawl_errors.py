@@ -33,44 +33,32 @@ _PATTERNS: list[tuple[str, str]] = [
 ]
 
 
-def _http_error(exc: BaseException):
-    """The yt-dlp networking HTTPError inside a DownloadError/ExtractorError chain, if any."""
-    from yt_dlp.networking.exceptions import HTTPError
-
-    seen = set()
-    stack = [exc]
+def _chain(exc: BaseException):
+    """Every exception linked to ``exc``: causes, contexts and yt-dlp's wrapped exc_info."""
+    seen, stack = set(), [exc]
     while stack:
         e = stack.pop()
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
-        if isinstance(e, HTTPError):
-            return e
-        stack.extend([getattr(e, "cause", None), getattr(e, "orig_msg", None) if isinstance(getattr(e, "orig_msg", None), BaseException) else None,
-                      e.__cause__, e.__context__])
+        yield e
+        stack.extend([getattr(e, "cause", None), e.__cause__, e.__context__])
         info = getattr(e, "exc_info", None)
         if info and len(info) > 1:
             stack.append(info[1])
-    return None
+
+
+def _http_error(exc: BaseException):
+    """The yt-dlp networking HTTPError inside a DownloadError/ExtractorError chain, if any."""
+    from yt_dlp.networking.exceptions import HTTPError
+
+    return next((e for e in _chain(exc) if isinstance(e, HTTPError)), None)
 
 
 def _network_error(exc: BaseException) -> bool:
     from yt_dlp.networking.exceptions import TransportError
 
-    seen = set()
-    stack = [exc]
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, (TransportError, TimeoutError, ConnectionError)):
-            return True
-        stack.extend([getattr(e, "cause", None), e.__cause__, e.__context__])
-        info = getattr(e, "exc_info", None)
-        if info and len(info) > 1:
-            stack.append(info[1])
-    return False
+    return any(isinstance(e, (TransportError, TimeoutError, ConnectionError)) for e in _chain(exc))
 
 
 def _retry_after(headers) -> float | None:
