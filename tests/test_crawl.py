@@ -97,3 +97,35 @@ def test_video_ids_never_come_from_titles():
     vid = make_video_id(info)
     assert "/" not in vid and ".." not in vid and " " not in vid and "$" not in vid
     assert make_video_id({"extractor_key": "Youtube", "id": "dQw4w9WgXcQ"}) == "youtube-dQw4w9WgXcQ"
+
+
+def test_a_server_that_never_answers_is_transient(tmp_path):
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    accepted = []
+    stop = threading.Event()
+
+    def hold():  # accept connections and say nothing until the test ends
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/watch/slow"
+        row = _crawl(tmp_path, [url], retries=0, socket_timeout_s=1)[0]
+    finally:
+        stop.set()
+        thread.join()
+        for conn in accepted:
+            conn.close()
+        server.close()
+    assert row["status"] == "transient" and row["error_code"] in ("crawl.network", "crawl.timeout"), row
