@@ -20,14 +20,14 @@ from importlib import metadata
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .catalog import Catalog, atomic_write_json, fingerprint
 from .recipe import Recipe, RecipeError
 from .shards import shard_of
 from .stages import available_stages
 from .stages.base import Resources, Stage
-from .worker import ShardWorker, _digest
+from .worker import ProgressBoard, ShardWorker, _digest
 
 log = logging.getLogger("curate.runner")
 
@@ -173,8 +173,9 @@ class Runner:
 
         ray, owns_ray = None, False
         try:
-            with Progress(TextColumn("[bold]{task.description:<11}"), BarColumn(), MofNCompleteColumn(),
-                          TextColumn("shards"), TimeElapsedColumn(), console=self.console) as progress:
+            with Progress(TextColumn("[bold]{task.description:<11}"), BarColumn(),
+                          TextColumn("{task.fields[rows]:>16}"), TextColumn("{task.fields[shards]:>10}"),
+                          TimeElapsedColumn(), console=self.console) as progress:
                 for p in plans:
                     started = time.time()
                     if ray is None and self.pending(p)[0]:  # start Ray only when there is work
@@ -204,15 +205,23 @@ class Runner:
 
     def _run_stage(self, ray, p: StagePlan, progress: Progress) -> list[str]:
         units, blocked = self.pending(p)
-        total = 1 if p.cls.scope == "global" else self.recipe.shards
-        done = total - len(units) - (len(blocked) if p.cls.scope != "global" else (1 if blocked else 0))
-        task = progress.add_task(p.name, total=total)
-        progress.update(task, completed=done)  # marks an already-finished stage finished (stops its clock)
+        n_shards = self.recipe.shards
+        shards_done = n_shards - len(blocked) - (n_shards if units == [None] else len(units))
+        rows_todo = self._rows_to_do(p, units)
+        task = progress.add_task(p.name, total=max(rows_todo, 1), rows="up to date" if not units else f"0/{rows_todo} rows",
+                                 shards=f"{shards_done}/{n_shards} shards")
         errors = []
         if blocked:
             errors.append(f"{p.name}: {len(blocked)} shard(s) wait for an upstream shard that did not finish")
         if not units:
+            progress.update(task, completed=max(rows_todo, 1))  # finished: stops its clock
             return errors
+        board = ray.remote(ProgressBoard).options(num_cpus=0).remote()
+
+        def show_rows() -> None:
+            done_rows = ray.get(board.snapshot.remote()).get(p.name, 0)
+            progress.update(task, completed=min(done_rows, rows_todo),
+                            rows=f"{done_rows}/{rows_todo} rows")
         cluster_cpus = ray.cluster_resources().get("CPU", 1)
         n_workers = max(1, min(len(units), int(cluster_cpus // max(p.resources.cpus, 0.01)) or 1,
                                p.cls.max_workers or len(units)))
@@ -220,7 +229,7 @@ class Runner:
         def start_worker():
             return Worker.options(**p.resources.ray_options()).remote(
                 p.name, p.params, str(self.recipe.catalog), str(self.recipe.path.parent), self.recipe.shards,
-                p.fingerprint, p.inputs, p.resources.model_dump())
+                p.fingerprint, p.inputs, p.resources.model_dump(), board)
 
         actors = [start_worker() for _ in range(n_workers)]
         queue = list(units)
@@ -230,7 +239,10 @@ class Runner:
                 unit = queue.pop(0)
                 running[actor.run.remote(unit)] = (actor, unit)
         while running:
-            ready, _ = ray.wait(list(running), num_returns=1)
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+            show_rows()
+            if not ready:
+                continue
             ref = ready[0]
             actor, unit = running.pop(ref)
             try:
@@ -242,10 +254,27 @@ class Runner:
                 if isinstance(exc, ray.exceptions.RayActorError):  # the worker died: replace it
                     actor = start_worker()
                     actors.append(actor)
-            progress.advance(task)
+            shards_done += n_shards if unit is None else 1
+            progress.update(task, shards=f"{shards_done}/{n_shards} shards")
             if queue:
                 unit = queue.pop(0)
                 running[actor.run.remote(unit)] = (actor, unit)
+        show_rows()
+        progress.update(task, completed=max(rows_todo, 1))
         for actor in actors:
             ray.kill(actor)
+        ray.kill(board)
         return errors
+
+    def _rows_to_do(self, p: StagePlan, units: list[int | None]) -> int:
+        """Input rows of the pending units (the bar's total): sources for a root
+        stage, else the ok rows of the primary upstream shards."""
+        shards = list(range(self.recipe.shards)) if units == [None] else units
+        if not p.inputs:
+            params = p.cls.Params.model_validate(p.params)
+            key = p.cls.input_key_for(params)
+            return sum(1 for r in p.cls.source_rows(params) if shard_of(r[key], self.recipe.shards) in shards)
+        primary, fp = next(iter(p.inputs.items()))
+        sd = self.catalog.stage_dir(primary, fp)
+        markers = [sd.marker(s) for s in shards]
+        return sum((m or {}).get("counts", {}).get("ok", 0) for m in markers)

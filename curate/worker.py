@@ -32,12 +32,13 @@ def table_stats(table: pa.Table) -> dict:
 
 class ShardWorker:
     def __init__(self, stage: str, params: dict, catalog_root: str, recipe_dir: str, n_shards: int,
-                 fingerprint: str, inputs: dict[str, str], resources: dict | None = None):
+                 fingerprint: str, inputs: dict[str, str], resources: dict | None = None, board=None):
         self.cls = stage_class(stage)
         self.catalog = Catalog(Path(catalog_root))
         self.stage_dir = self.catalog.stage_dir(stage, fingerprint)
         self.inputs = {name: self.catalog.stage_dir(name, fp) for name, fp in inputs.items()}
         self.n_shards = n_shards
+        self.board = board  # a ProgressBoard actor (or None): rows done, for the driver's bars
         ctx = StageContext(Path(catalog_root), Path(recipe_dir), 0, n_shards, self.stage_dir.path)
         self.stage = self.cls(self.cls.Params.model_validate(params), ctx)
         self.key = self.cls.input_key_for(self.stage.params)
@@ -95,7 +96,7 @@ class ShardWorker:
             if SHARD_COLUMN in table.column_names else {}
         if SHARD_COLUMN in todo.column_names:
             todo = todo.drop_columns([SHARD_COLUMN])
-        new = run_stage_on_table(self.stage, todo) if todo.num_rows else self.cls.schema().empty_table()
+        new = self._process(todo, whole=shard is None)
         result = pa.concat_tables([kept, new]) if kept is not None else new
         result = result.sort_by(self.cls.row_key) if result.num_rows else result
 
@@ -112,6 +113,17 @@ class ShardWorker:
                       "reprocessed_rows": todo.num_rows, "finished_at": time.time()} | table_stats(part)
             summaries.append(self.stage_dir.write_shard(s, part, marker))
         return {"shards": summaries, "seconds": time.time() - started}
+
+    def _process(self, todo: pa.Table, whole: bool) -> pa.Table:
+        """Run the stage over ``todo`` in slices, telling the board after each one."""
+        step = todo.num_rows if whole or not self.cls.progress_rows else self.cls.progress_rows
+        parts = [self.cls.schema().empty_table()]
+        for offset in range(0, todo.num_rows, max(step, 1)):
+            part = todo.slice(offset, step)
+            parts.append(run_stage_on_table(self.stage, part))
+            if self.board is not None:
+                self.board.add.remote(self.cls.name, part.num_rows)
+        return pa.concat_tables(parts)
 
     def _reusable_rows(self, shard: int, input_keys: set) -> pa.Table | None:
         """Rows of an earlier write of this shard that stay valid: not transient,
@@ -132,6 +144,19 @@ class ShardWorker:
 
     def close(self) -> None:
         self.stage.teardown()
+
+
+class ProgressBoard:
+    """A tiny Ray actor the workers tell how many input rows they finished."""
+
+    def __init__(self):
+        self.rows: dict[str, int] = {}
+
+    def add(self, stage: str, n: int) -> None:
+        self.rows[stage] = self.rows.get(stage, 0) + n
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.rows)
 
 
 def _digest(values: list) -> str:

@@ -108,6 +108,7 @@ class AnnotateStage(Stage):
     input_key = "clip_id"
     row_key = "annotation_id"
     max_workers = 1  # one budget for the whole run
+    progress_rows = 32  # clips per slice: enough to keep `concurrency` requests in flight
     resources = Resources(cpus=1)
 
     @classmethod

@@ -125,6 +125,9 @@ class Stage:
     scope: ClassVar[str] = "shard"
     # Cap on parallel workers (e.g. 1 for a stage that keeps a run-wide budget).
     max_workers: ClassVar[int | None] = None
+    # Input rows per process() call within a shard, so the progress bar moves
+    # row by row on long shards (None = the whole shard at once).
+    progress_rows: ClassVar[int | None] = 8
     resources: ClassVar[Resources] = Resources()
 
     def __init__(self, params: Params, ctx: StageContext):
