@@ -74,7 +74,8 @@ def plan(recipe: Recipe) -> list[StagePlan]:
         params = cfg.model_dump(mode="json", exclude={"resources"})
         inputs = {i: plans[i].fingerprint for i in stage_inputs}
         extra = {"shards": recipe.shards}
-        fp = fingerprint(name, cls.version, params, list(inputs.values()), extra)
+        decisive = cls.fingerprint_params(cls.Params.model_validate(params), recipe.path.parent)
+        fp = fingerprint(name, cls.version, decisive, list(inputs.values()), extra)
         plans[name] = StagePlan(name, cls, params, fp, inputs, recipe.stage_resources(name))
     return list(plans.values())
 

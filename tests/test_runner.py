@@ -116,3 +116,35 @@ def test_changed_param_recomputes_that_stage_and_after_only(tmp_path, demo_site,
     assert Catalog(catalog).latest("crawl").fingerprint != crawl_before[0]["fingerprint"]
     assert Catalog(catalog).latest("transcribe").fingerprint != asr_after[0]["fingerprint"]
     assert len(Catalog(catalog).stage_dirs("transcribe")) == 3
+
+
+def test_fingerprint_ignores_how_and_follows_what(tmp_path, helpers):
+    import shutil
+
+    from curate.paths import data_dir
+    from curate.runner import plan
+
+    prompts = tmp_path / "prompts"
+    shutil.copytree(data_dir("recipes") / "prompts", prompts)
+    base = {"crawl": {"sources": ["http://127.0.0.1:1/watch/a"]},
+            "transcribe": {}, "segment": {}, "filter": {}, "dedup": {},
+            "annotate": {"base_url": "http://127.0.0.1:8080/v1", "model": "m", "api_key_env": None,
+                         "prompts_dir": "prompts"}}
+
+    def fingerprints(**changes):
+        stages = json.loads(json.dumps(base))
+        for key, value in changes.items():
+            stage, param = key.split("__")
+            stages[stage][param] = value
+        return {p.name: p.fingerprint for p in plan(load_recipe(helpers.write_recipe(tmp_path, stages)))}
+
+    first = fingerprints()
+    # A new port for the endpoint, more concurrency, politer crawling: same results, same folders.
+    assert fingerprints(annotate__base_url="http://127.0.0.1:9999/v1", annotate__concurrency=2,
+                        crawl__sleep_s=2.0, crawl__retries=5) == first
+    # The model, or the wording of a prompt, changes what annotate produces.
+    assert fingerprints(annotate__model="other")["annotate"] != first["annotate"]
+    (prompts / "caption.j2").write_text((prompts / "caption.j2").read_text() + "\nBe brief.\n")
+    changed = fingerprints()
+    assert changed["annotate"] != first["annotate"]
+    assert {k: v for k, v in changed.items() if k != "annotate"} == {k: v for k, v in first.items() if k != "annotate"}

@@ -10,6 +10,7 @@ cached by content hash, so a rerun pays only for what never came back.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -19,6 +20,7 @@ import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
 from .. import status
+from ..paths import data_dir, schema_path
 from ..llm.budget import Budget, BudgetExhausted, ModelPrice
 from ..llm.cache import LLMCache, request_hash
 from ..llm.client import ChatReply, LLMClient, LLMError
@@ -110,6 +112,21 @@ class AnnotateStage(Stage):
     max_workers = 1  # one budget for the whole run
     progress_rows = 32  # clips per slice: enough to keep `concurrency` requests in flight
     resources = Resources(cpus=1)
+
+    # Where and how fast to ask, not what: the reply is decided by the model,
+    # the messages and the sampling (the cache key), so these keep the fingerprint.
+    OPERATIONAL = {"base_url", "api_key_env", "concurrency", "timeout_s", "max_retries", "backoff_initial_s",
+                   "backoff_max_s", "budget_usd", "max_tokens_total", "prices", "cache_dir", "prompts_dir"}
+
+    @classmethod
+    def fingerprint_params(cls, params: AnnotateParams, recipe_dir: Path) -> dict:
+        """The decisive params plus the content of the prompts and output schemas in use."""
+        folder = Path(params.prompts_dir) if params.prompts_dir else data_dir("recipes") / "prompts"
+        folder = folder if folder.is_absolute() else recipe_dir / folder
+        digest = hashlib.sha256()
+        for path in sorted(folder.glob("*.j2")) + [schema_path("annotations", f"{t}.json") for t in params.tasks]:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        return params.model_dump(mode="json", exclude=cls.OPERATIONAL) | {"prompts_and_schemas": digest.hexdigest()}
 
     @classmethod
     def inputs_for(cls, params: AnnotateParams) -> tuple[str, ...]:

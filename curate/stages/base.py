@@ -141,6 +141,13 @@ class Stage:
         raise NotImplementedError(f"{cls.name} has no inputs and lists no sources")
 
     @classmethod
+    def fingerprint_params(cls, params: Params, recipe_dir: Path) -> dict:
+        """What of the params decides the output (the fingerprint's part). Stages
+        drop settings that only change how work is done (retries, an endpoint's
+        port) and add files that change what it gives (prompt templates)."""
+        return params.model_dump(mode="json")
+
+    @classmethod
     def inputs_for(cls, params: Params) -> tuple[str, ...]:
         """Upstream tables for these params (a stage may read clips or whole videos)."""
         return cls.inputs

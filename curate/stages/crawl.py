@@ -129,6 +129,14 @@ class CrawlStage(Stage):
     row_key = "video_id"
     resources = Resources(cpus=1)
 
+    # How to fetch, not what: changing these reuses what was downloaded.
+    OPERATIONAL = {"cookies", "proxy", "rate_limit", "sleep_s", "download_archive", "retries", "backoff_s",
+                   "max_retry_wait_s", "socket_timeout_s"}
+
+    @classmethod
+    def fingerprint_params(cls, params: CrawlParams, recipe_dir: Path) -> dict:
+        return params.model_dump(mode="json", exclude=cls.OPERATIONAL)
+
     @classmethod
     def source_rows(cls, params: CrawlParams) -> list[dict]:
         """The crawl's input table: one row per source, deduplicated, in order."""
