@@ -155,7 +155,10 @@ def cmd_status(args) -> int:
     for col in ("stage", "fingerprint", "done", "pending", *STATUSES):
         table.add_column(col, justify="left" if col in ("stage", "fingerprint") else "right")
     n_shards = (last.get("recipe") or {}).get("shards")
-    for stage in catalog.stages():
+    from .stages import STAGES
+
+    order = list(STAGES)
+    for stage in sorted(catalog.stages(), key=lambda s: order.index(s) if s in order else len(order)):
         sd = catalog.latest(stage)
         if sd is None:
             continue
