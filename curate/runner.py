@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import platform
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -107,6 +108,25 @@ def _init_ray(recipe: Recipe, plans: list[StagePlan]):
     else:
         ray.init(address="local", num_cpus=recipe.ray.num_cpus, **kwargs)  # never join a stray cluster
     return ray, True
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _failed_in_setup(exc: BaseException) -> bool:
+    """A worker that died while starting (its stage's setup raised, e.g. a missing model)."""
+    import ray
+
+    return isinstance(exc, ray.exceptions.RayActorError) and "creation task" in str(exc)
+
+
+def _root_message(exc: BaseException) -> str:
+    """The original exception's one-line message, without Ray's wrapping and traceback."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException) and not type(cause).__module__.startswith("ray"):
+        return f"{type(cause).__name__}: {cause}"
+    lines = [line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 class Runner:
@@ -249,14 +269,23 @@ class Runner:
             try:
                 ray.get(ref)
             except Exception as exc:  # a stage bug: report it, keep the other shards going
-                cause = getattr(exc, "cause", None) or exc
-                errors.append(f"{p.name} shard {unit if unit is not None else 'all'}: {type(cause).__name__}: {cause}")
                 log.debug("shard failed", exc_info=True)
+                where = f"{p.name} shard {unit if unit is not None else 'all'}"
+                if _failed_in_setup(exc):  # every worker would fail the same way: stop this stage
+                    left = [unit] + [u for _, u in running.values()] + queue
+                    errors.append(f"{p.name}: its worker could not start, {len(left)} shard(s) not run: "
+                                  f"{_root_message(exc)}")
+                    for ref_left in running:
+                        ray.cancel(ref_left, force=True)
+                    running, queue = {}, []
+                    break
+                errors.append(f"{where}: {_root_message(exc)}")
                 if isinstance(exc, ray.exceptions.RayActorError):  # the worker died: replace it
                     actor = start_worker()
                     actors.append(actor)
-            shards_done += n_shards if unit is None else 1
-            progress.update(task, shards=f"{shards_done}/{n_shards} shards")
+            else:
+                shards_done += n_shards if unit is None else 1
+                progress.update(task, shards=f"{shards_done}/{n_shards} shards")
             if queue:
                 unit = queue.pop(0)
                 running[actor.run.remote(unit)] = (actor, unit)

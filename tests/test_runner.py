@@ -148,3 +148,14 @@ def test_fingerprint_ignores_how_and_follows_what(tmp_path, helpers):
     changed = fingerprints()
     assert changed["annotate"] != first["annotate"]
     assert {k: v for k, v in changed.items() if k != "annotate"} == {k: v for k, v in first.items() if k != "annotate"}
+
+
+def test_a_stage_that_cannot_start_stops_with_one_clear_error(tmp_path, demo_site, ray_local, helpers):
+    stages = {"crawl": {"sources": [demo_site.url("demo_00")]},
+              "transcribe": {"model": "large-v9", "prefer": "asr"}}  # no such model offline
+    result = Runner(load_recipe(helpers.write_recipe(tmp_path, stages, shards=2))).run()
+    assert not result.ok and len(result.errors) == 1
+    assert "could not start" in result.errors[0] and "stages.transcribe.model" in result.errors[0]
+    assert "Traceback" not in result.errors[0]
+    assert _markers(tmp_path / "catalog", "crawl")  # the stage before it finished
+    assert not Catalog(tmp_path / "catalog").latest("transcribe").done_shards()
