@@ -46,7 +46,7 @@ def cmd_check(args) -> int:
 def cmd_run(args) -> int:
     from .recipe import RecipeError
     from .runner import Runner
-    from .summary import stage_summaries, summary_table
+    from .summary import summary_table
 
     recipe = _load(args.recipe, args.ray_address)
     try:
@@ -54,19 +54,11 @@ def cmd_run(args) -> int:
     except RecipeError as exc:
         err_console.print(f"[red]recipe refused[/red] (nothing was run):\n{exc}", highlight=False)
         return EXIT_BAD_RECIPE
-    summaries = stage_summaries(_catalog(result.catalog),
-                                {p.name: p.fingerprint for p in result.stages}, recipe.shards)
-    console.print(summary_table(summaries, title=f"curate run {result.run_id}  ({recipe.catalog})"))
+    console.print(summary_table(result.summaries, title=f"curate run {result.run_id}  ({recipe.catalog})"))
     for error in result.errors:
         err_console.print(f"[red]error[/red] {error}", highlight=False)
     console.print(f"run record: {result.record_path}")
     return EXIT_OK if result.ok else EXIT_ERRORS
-
-
-def _catalog(path):
-    from .catalog import Catalog
-
-    return Catalog(path)
 
 
 def _catalog_root(arg: str) -> Path:
@@ -81,9 +73,7 @@ def _catalog_root(arg: str) -> Path:
 
 
 def _print_result(rel, fmt: str) -> None:
-    import duckdb
-
-    if rel is None:
+    if rel is None:  # a statement with no result (e.g. SET)
         return
     columns = rel.columns
     rows = rel.fetchall()
@@ -104,7 +94,6 @@ def _print_result(rel, fmt: str) -> None:
         for r in rows:
             table.add_row(*["NULL" if v is None else _short(v) for v in r])
         console.print(table)
-    del duckdb
 
 
 def _short(value, limit: int = 80) -> str:

@@ -53,6 +53,7 @@ class RunResult:
     stages: list[StagePlan]
     errors: list[str] = field(default_factory=list)
     record_path: Path | None = None
+    summaries: dict[str, dict] = field(default_factory=dict)  # per stage: rows per status, codes, sums
 
     @property
     def ok(self) -> bool:
@@ -214,7 +215,8 @@ class Runner:
                 ray.shutdown()
         from .summary import stage_summaries
 
-        summaries = stage_summaries(self.catalog, {p.name: p.fingerprint for p in plans}, self.recipe.shards)
+        summaries = result.summaries = stage_summaries(self.catalog, {p.name: p.fingerprint for p in plans},
+                                                       self.recipe.shards)
         for name, summary in summaries.items():
             record["stages"].setdefault(name, {}).update(summary)
         record["totals"] = {k: sum(s["sums"].get(k, 0) for s in summaries.values())
