@@ -34,3 +34,11 @@ def transient(code: str, msg: str) -> dict:
 def _short(msg: str, limit: int = 500) -> str:
     msg = " ".join(str(msg).split())
     return msg if len(msg) <= limit else msg[: limit - 1] + "…"
+
+
+class SampleFault(Exception):
+    """A per-sample fault a stage turns into a row; ``code`` is its error_code."""
+
+    def __init__(self, code: str, msg: str):
+        super().__init__(msg)
+        self.code = code

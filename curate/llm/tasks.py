@@ -19,6 +19,7 @@ import jinja2
 import jsonschema
 
 from .. import status
+from ..status import SampleFault
 from ..paths import data_dir, schema_path
 
 TASKS = ("caption", "qa", "reasoning", "commentary", "grounding", "livecc_filter")
@@ -69,12 +70,8 @@ class Clip:
         return out
 
 
-class ReplyError(Exception):
+class ReplyError(SampleFault):
     """A reply that cannot be used; ``code`` is the row's error_code."""
-
-    def __init__(self, code: str, msg: str):
-        super().__init__(msg)
-        self.code = code
 
 
 @dataclass(frozen=True)

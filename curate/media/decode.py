@@ -23,17 +23,15 @@ from typing import Iterator
 
 import numpy as np
 
+from ..status import SampleFault
+
 # Same target as PySceneDetect's auto-downscale (scene_manager.DEFAULT_MIN_WIDTH),
 # so our cuts match the ``scenedetect`` CLI's.
 SCENE_MIN_WIDTH = 256
 
 
-class DecodeError(Exception):
+class DecodeError(SampleFault):
     """A per-video fault; ``code`` is the row's error_code."""
-
-    def __init__(self, code: str, msg: str):
-        super().__init__(msg)
-        self.code = code
 
 
 @dataclass(frozen=True)
