@@ -40,6 +40,19 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+_SHARD_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def shard_sha256(path: Path) -> str:
+    """sha256 of a shard file, hashed once per (path, size, mtime): a run checks
+    the same markers many times (planning, progress, each worker, the summary)."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _SHARD_HASHES:
+        _SHARD_HASHES[key] = sha256_file(path)
+    return _SHARD_HASHES[key]
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync, rename (never a half file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +110,7 @@ class StageDir:
         shard_file = self.shard_path(shard)
         if not shard_file.exists() or doc.get("bytes") != shard_file.stat().st_size:
             return None
-        if doc.get("sha256") != sha256_file(shard_file):
+        if doc.get("sha256") != shard_sha256(shard_file):
             return None
         return doc
 
