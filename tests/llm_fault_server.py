@@ -109,7 +109,7 @@ class FaultServer:
         if mode == "slow":
             time.sleep(self.slow_s)
         task = _task_of(body)
-        content = json.dumps(VALID_OUTPUTS.get(task, {"caption": "ok"}))
+        content = json.dumps(_sized(VALID_OUTPUTS.get(task, {"caption": "ok"}), body))
         finish = "stop"
         if mode == "invalid_json":
             content = "Sure! Here is the answer: {caption: oops"
@@ -168,6 +168,15 @@ def _task_of(body: dict) -> str | None:
         return name
     text = json.dumps(body.get("messages", []))
     return next((t for t in VALID_OUTPUTS if f'"{t}"' in text), None)
+
+
+def _sized(output: dict, body: dict) -> dict:
+    """Repeat list items up to the ``minItems`` the request's schema asks for (qa sizes its lists)."""
+    fmt = body.get("response_format") or {}
+    schema = (fmt.get("json_schema") or {}).get("schema") or fmt.get("schema") or {}
+    props = schema.get("properties") or {}
+    return {key: value * (props.get(key, {}).get("minItems") or 1) if isinstance(value, list) and len(value) == 1
+            else value for key, value in output.items()}
 
 
 def _error(message: str, code: str) -> dict:

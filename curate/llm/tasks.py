@@ -9,6 +9,7 @@ no blank strings.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -80,8 +81,21 @@ class Task:
     schema: dict
     semantic_check: Callable[[Any, Clip], list[str]]
     outcome: Callable[[dict], dict] = lambda _output: status.ok()
+    # Top-level lists that hold exactly ``n_questions`` items: the schema sent says so,
+    # which also keeps a grammar-constrained small model from writing lists until cut off.
+    sized: tuple[str, ...] = ()
 
-    def validate(self, content: str | None, finish_reason: str | None, clip: Clip) -> dict:
+    def request_schema(self, n_questions: int) -> dict:
+        """The schema a reply is asked for and checked against: the task's file, sized."""
+        if not self.sized:
+            return self.schema
+        schema = copy.deepcopy(self.schema)
+        for key in self.sized:
+            schema["properties"][key]["minItems"] = schema["properties"][key]["maxItems"] = n_questions
+        return schema
+
+    def validate(self, content: str | None, finish_reason: str | None, clip: Clip,
+                 schema: dict | None = None) -> dict:
         """Parse and check one reply; raise ReplyError naming what is wrong.
 
         Models see and answer in clip time (0 = the clip's start: short
@@ -93,7 +107,8 @@ class Task:
             output = json.loads(content or "")
         except json.JSONDecodeError as exc:
             raise ReplyError("llm.invalid_json", f"the reply is not valid JSON ({exc})") from None
-        errors = sorted(_schema_validator(self.name).iter_errors(output), key=lambda e: list(e.absolute_path))
+        validator = _validator(json.dumps(schema or self.schema, sort_keys=True))
+        errors = sorted(validator.iter_errors(output), key=lambda e: list(e.absolute_path))
         if errors:
             raise ReplyError("llm.schema", "; ".join(_describe(e) for e in errors[:5]))
         problems = _blank_strings(output) + self.semantic_check(output, clip)
@@ -157,9 +172,9 @@ def repair_messages(messages: list[dict], bad_reply: str | None, error: ReplyErr
 # --- checks a JSON Schema cannot express -------------------------------------------------
 
 
-@lru_cache(maxsize=None)
-def _schema_validator(name: str) -> jsonschema.protocols.Validator:
-    schema = load_schema(name)
+@lru_cache(maxsize=64)
+def _validator(schema_json: str) -> jsonschema.protocols.Validator:
+    schema = json.loads(schema_json)
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     return cls(schema)
@@ -235,7 +250,7 @@ def _no_check(_output: Any, _clip: Clip) -> list[str]:
 
 _REGISTRY: dict[str, Task] = {
     "caption": Task("caption", load_schema("caption"), _no_check),
-    "qa": Task("qa", load_schema("qa"), _check_qa),
+    "qa": Task("qa", load_schema("qa"), _check_qa, sized=("open_ended", "multiple_choice")),
     "reasoning": Task("reasoning", load_schema("reasoning"), _no_check),
     "commentary": Task("commentary", load_schema("commentary"),
                        lambda out, clip: _spans_inside(out["lines"], clip, "lines")),

@@ -196,14 +196,15 @@ class AnnotateStage(Stage):
         except FrameError as exc:
             return row | {"cached": False} | status.failed(exc.code, str(exc))
         messages = self.prompts.messages(task_name, clip, n_questions=p.n_questions, frames=frames)
+        schema = task.request_schema(p.n_questions)
         try:
-            reply = await self._complete(row, task_name, messages)
+            reply = await self._complete(row, task_name, messages, schema)
             try:
-                output = task.validate(reply.content, reply.finish_reason, clip)
+                output = task.validate(reply.content, reply.finish_reason, clip, schema)
             except ReplyError as first:
                 # One repair retry that quotes the error; small models often fix it.
-                retry = await self._complete(row, task_name, repair_messages(messages, reply.content, first))
-                output = task.validate(retry.content, retry.finish_reason, clip)
+                retry = await self._complete(row, task_name, repair_messages(messages, reply.content, first), schema)
+                output = task.validate(retry.content, retry.finish_reason, clip, schema)
         except BudgetExhausted as exc:
             return row | status.transient("llm.budget", str(exc))
         except LLMError as exc:
@@ -212,14 +213,14 @@ class AnnotateStage(Stage):
             return row | status.failed(exc.code, str(exc))
         return row | {"output": json.dumps(output, ensure_ascii=False)} | task.outcome(output)
 
-    async def _complete(self, row: dict, task_name: str, messages: list[dict]) -> ChatReply:
+    async def _complete(self, row: dict, task_name: str, messages: list[dict], schema: dict) -> ChatReply:
         """A reply from the cache, or from the endpoint within the budget; adds its usage to ``row``."""
         p: AnnotateParams = self.params
         request = {"model": p.model, "messages": messages, "temperature": p.temperature, "top_p": p.top_p,
                    "max_tokens": p.max_tokens, **({"seed": p.seed} if p.seed is not None else {}),
-                   **_response_format(p.response_format, task_name, p.strict_schema)}
+                   **_response_format(p.response_format, task_name, schema, p.strict_schema)}
         # The schema is part of the key even when not sent: it decides what a good reply is.
-        key = request_hash({**request, "output_schema": get_task(task_name).schema})
+        key = request_hash({**request, "output_schema": schema})
         row.setdefault("request_hash", key)  # the first request of the row
         reply = self.cache.get(key)
         if reply is not None:
@@ -243,12 +244,11 @@ class AnnotateStage(Stage):
         return reply
 
 
-def _response_format(mode: str, task_name: str, strict: bool) -> dict:
+def _response_format(mode: str, task_name: str, schema: dict, strict: bool) -> dict:
     if mode == "none":
         return {}
     if mode == "json_object":
         return {"response_format": {"type": "json_object"}}
-    schema = get_task(task_name).schema
     if mode == "json_object_schema":
         return {"response_format": {"type": "json_object", "schema": schema}}
     return {"response_format": {"type": "json_schema", "json_schema": {
