@@ -107,8 +107,11 @@ def cmd_sql(args) -> int:
     from .sql import connect
 
     con, views = connect(_catalog_root(args.catalog))
-    queries = [args.command] if args.command else None
-    if queries is None:
+    if args.command and args.query:
+        err_console.print("give the query once: as the argument after the catalog, or with -c")
+        return EXIT_BAD_RECIPE  # argparse also exits 2 on usage errors
+    args.command = args.command or args.query
+    if not args.command:
         err_console.print(f"views: {', '.join(views) or '(none yet)'}; end a query with ';', Ctrl-D to quit")
         buffer = ""
         while True:
@@ -203,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sql", help="query a catalog with DuckDB (views per stage table)")
     p.add_argument("catalog", help="catalog folder (or its recipe)")
-    p.add_argument("-c", "--command", help="run one query and exit")
+    p.add_argument("query", nargs="?", help="run this query and exit (none: interactive)")
+    p.add_argument("-c", "--command", help="the same as QUERY")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.set_defaults(fn=cmd_sql)
 

@@ -79,7 +79,7 @@ def run_demo(port: int = 8765, recipe: str | None = None, console: Console | Non
                 code = cmd_run(args)
                 catalog = load_recipe(recipe_path).catalog
     con, views = connect(catalog)
-    console.print(f"\n[bold]Example query[/bold]  (curate sql {catalog} -c \"...\"; views: {', '.join(views)})")
+    console.print(f"\n[bold]Example query[/bold]  (curate sql {catalog} \"...\"; views: {', '.join(views)})")
     console.print(DEMO_QUERY, highlight=False)
     _print_result(con.sql(DEMO_QUERY), "table")
     return code

@@ -39,9 +39,11 @@ def test_rerun_retries_only_transient_rows_then_sql_and_status(tmp_path, ray_loc
     result = helpers.run_cli("sql", str(catalog), "-c", "select count(*) as n from crawl", "--format", "json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [{"n": 4}]
-    result = helpers.run_cli("sql", str(catalog), "-c",
-                             "select status, count(*) as n from crawl group by 1 order by 1", "--format", "csv")
+    result = helpers.run_cli("sql", str(catalog), "select status, count(*) as n from crawl group by 1 order by 1",
+                             "--format", "csv")  # the query as a plain argument, like -c
     assert result.stdout.splitlines() == ["status,n", "failed,1", "ok,3"]
+    result = helpers.run_cli("sql", str(catalog), "select 1", "-c", "select 2")
+    assert result.returncode == 2 and "give the query once" in result.stderr
     result = helpers.run_cli("status", str(recipe))
     assert result.returncode == 0, result.stderr
     assert "crawl" in result.stdout and "finished" in result.stdout
