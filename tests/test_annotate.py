@@ -174,7 +174,7 @@ def test_semantic_checks_catch_what_a_schema_cannot():
     clip = Clip("c", "v", 10.0, 40.0)
     # The model answers in clip time (0-30 s here); the stored output is in video time.
     good = {"open_ended": [{"question": "q", "answer": "a", "start": 2, "end": 5}],
-            "multiple_choice": [{"question": "q", "options": ["a", "b", "c", "d"], "answer_index": 2,
+            "multiple_choice": [{"question": "q", "options": ["salt", "sugar", "flour", "rice"], "answer_index": 2,
                                  "start": 10, "end": 20}]}
     stored = qa.validate(json.dumps(good), "stop", clip)
     assert (stored["open_ended"][0]["start"], stored["open_ended"][0]["end"]) == (12, 15)
@@ -183,7 +183,9 @@ def test_semantic_checks_catch_what_a_schema_cannot():
     cases = {
         "outside the clip": {**good, "open_ended": [{**good["open_ended"][0], "start": 28, "end": 35}]},
         "after end": {**good, "open_ended": [{**good["open_ended"][0], "start": 20, "end": 15}]},
-        "options repeat": {**good, "multiple_choice": [{**good["multiple_choice"][0], "options": ["a", "A", "c", "d"]}]},
+        "options repeat": {**good, "multiple_choice": [{**good["multiple_choice"][0], "options": ["salt", "Salt", "flour", "rice"]}]},
+        "options must be answers": {**good, "multiple_choice": [{**good["multiple_choice"][0],
+                                                                 "options": ["A", "B", "C)", "(4)"]}]},
         "empty string": {**good, "open_ended": [{**good["open_ended"][0], "answer": "  "}]},
         "placeholder": {**good, "open_ended": [{**good["open_ended"][0], "question": "..."}]},
         "answer_index": {**good, "multiple_choice": [{**good["multiple_choice"][0], "answer_index": 4}]},
@@ -198,7 +200,7 @@ def test_qa_is_asked_for_exactly_n_questions_and_held_to_it():
     qa = get_task("qa")
     clip = Clip("c", "v", 0.0, 30.0)
     one = {"open_ended": [{"question": "q", "answer": "a", "start": 2, "end": 5}],
-           "multiple_choice": [{"question": "q", "options": ["a", "b", "c", "d"], "answer_index": 1,
+           "multiple_choice": [{"question": "q", "options": ["salt", "sugar", "flour", "rice"], "answer_index": 1,
                                 "start": 1, "end": 3}]}
     schema = qa.request_schema(2)
     for key in ("open_ended", "multiple_choice"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -33,6 +34,9 @@ LINE_SECONDS = 3.0
 # Strings the prompts use as examples of a reply's shape: a reply that echoes
 # them back has said nothing, however valid its JSON.
 PLACEHOLDERS = frozenset({"...", "…", "step 1", "step 2"})
+
+# An option that is only a label ("A", "b)", "(3)") names a slot, not an answer.
+OPTION_LABEL = re.compile(r"^\(?([a-d]|[1-4])[).:]?$", re.IGNORECASE)
 
 LIVECC_CHECKS = ("comments_on_screen_in_real_time", "not_personal_feelings",
                  "not_multi_person_conversation", "text_not_garbled")
@@ -232,6 +236,8 @@ def _check_qa(output: dict, clip: Clip) -> list[str]:
         options = [o.strip().lower() for o in q["options"]]
         if len(set(options)) != len(options):
             problems.append(f"multiple_choice/{i}: options repeat, so the answer is ambiguous")
+        elif any(OPTION_LABEL.match(o) for o in options):
+            problems.append(f"multiple_choice/{i}: options must be answers, not labels like 'A' or '1'")
         if not 0 <= q["answer_index"] < len(options):
             problems.append(f"multiple_choice/{i}: answer_index {q['answer_index']} is not one of the options")
     return problems

@@ -104,7 +104,7 @@ class AnnotateParams(Params):
 
 class AnnotateStage(Stage):
     name = "annotate"
-    version = "1"
+    version = "2"  # 2: multiple-choice options that are bare labels (A, B, ...) are refused
     Params = AnnotateParams
     inputs = ("segment",)
     input_key = "clip_id"
