@@ -169,13 +169,17 @@ def test_the_api_key_reaches_the_server_but_no_file_or_log(tmp_path, caplog):
     assert FAKE_KEY not in caplog.text and FAKE_KEY not in str(out.to_pylist())
 
 
+# A valid qa reply (clip time) with one question of each kind.
+QA_REPLY = {"open_ended": [{"question": "q", "answer": "a", "start": 2, "end": 5}],
+            "multiple_choice": [{"question": "q", "options": ["salt", "sugar", "flour", "rice"], "answer_index": 2,
+                                 "start": 10, "end": 20}]}
+
+
 def test_semantic_checks_catch_what_a_schema_cannot():
     qa = get_task("qa")
     clip = Clip("c", "v", 10.0, 40.0)
     # The model answers in clip time (0-30 s here); the stored output is in video time.
-    good = {"open_ended": [{"question": "q", "answer": "a", "start": 2, "end": 5}],
-            "multiple_choice": [{"question": "q", "options": ["salt", "sugar", "flour", "rice"], "answer_index": 2,
-                                 "start": 10, "end": 20}]}
+    good = QA_REPLY
     stored = qa.validate(json.dumps(good), "stop", clip)
     assert (stored["open_ended"][0]["start"], stored["open_ended"][0]["end"]) == (12, 15)
     assert (stored["multiple_choice"][0]["start"], stored["multiple_choice"][0]["end"]) == (20, 30)
@@ -183,7 +187,8 @@ def test_semantic_checks_catch_what_a_schema_cannot():
     cases = {
         "outside the clip": {**good, "open_ended": [{**good["open_ended"][0], "start": 28, "end": 35}]},
         "after end": {**good, "open_ended": [{**good["open_ended"][0], "start": 20, "end": 15}]},
-        "options repeat": {**good, "multiple_choice": [{**good["multiple_choice"][0], "options": ["salt", "Salt", "flour", "rice"]}]},
+        "options repeat": {**good, "multiple_choice": [{**good["multiple_choice"][0],
+                                                        "options": ["salt", "Salt", "flour", "rice"]}]},
         "options must be answers": {**good, "multiple_choice": [{**good["multiple_choice"][0],
                                                                  "options": ["A", "B", "C)", "(4)"]}]},
         "empty string": {**good, "open_ended": [{**good["open_ended"][0], "answer": "  "}]},
@@ -199,9 +204,7 @@ def test_semantic_checks_catch_what_a_schema_cannot():
 def test_qa_is_asked_for_exactly_n_questions_and_held_to_it():
     qa = get_task("qa")
     clip = Clip("c", "v", 0.0, 30.0)
-    one = {"open_ended": [{"question": "q", "answer": "a", "start": 2, "end": 5}],
-           "multiple_choice": [{"question": "q", "options": ["salt", "sugar", "flour", "rice"], "answer_index": 1,
-                                "start": 1, "end": 3}]}
+    one = QA_REPLY
     schema = qa.request_schema(2)
     for key in ("open_ended", "multiple_choice"):
         assert (schema["properties"][key]["minItems"], schema["properties"][key]["maxItems"]) == (2, 2)
