@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 def demo_speech(seconds: float) -> tuple[np.ndarray, str]:
     """Demo videos joined until at least ``seconds``; the text is their scripts' words."""
-    from curate.audio import decode_audio
+    from curate.media.audio import decode_audio
     from curate.demo.corpus import DEMO_DATA, load_truth
 
     audio, text = [], []
@@ -51,7 +51,7 @@ def demo_speech(seconds: float) -> tuple[np.ndarray, str]:
 
 
 def bench(asr, audio: np.ndarray, text: str, label: str, args) -> float:
-    from curate.asr import audio_seconds, normalized_wer
+    from curate.speech.asr import audio_seconds, normalized_wer
 
     seconds = audio_seconds(audio)
     print(f"\n{label}: {seconds:.1f} s of audio, {len(text.split())} words "
@@ -96,7 +96,7 @@ def bench(asr, audio: np.ndarray, text: str, label: str, args) -> float:
 
 
 def main() -> None:
-    from curate.asr import FasterWhisperASR
+    from curate.speech.asr import FasterWhisperASR
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--audio", choices=("read", "demo", "both"), default="both")

@@ -50,7 +50,7 @@ def main() -> None:
     import cv2
     import torch
 
-    from curate.clip_model import ClipEncoder, preprocess_bgr
+    from curate.vision.clip_encoder import ClipEncoder, preprocess_bgr
     from curate.stages.base import StageContext, run_stage_on_table
     from curate.stages.filter import FilterStage
 

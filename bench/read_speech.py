@@ -43,7 +43,7 @@ Most travellers say that the last evening, watching the sun set over the delta, 
 
 def read_speech(seconds: float) -> tuple[np.ndarray, str]:
     """The passage read sentence by sentence until at least ``seconds`` of audio (0.3 s between sentences)."""
-    from curate.audio import decode_audio
+    from curate.media.audio import decode_audio
     from curate.demo.corpus import VOICE, WORDS_PER_MINUTE, _require_tool
 
     espeak = _require_tool("espeak-ng")

@@ -1,4 +1,4 @@
-"""The catalog on disk (DESIGN.md, "Catalog on disk").
+"""The catalog on disk (docs/architecture.md, "Catalog on disk").
 
 ::
 

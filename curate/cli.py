@@ -8,13 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from rich.console import Console
 
-EXIT_OK, EXIT_ERRORS, EXIT_BAD_RECIPE = 0, 1, 2
-
-# Wide tables when piped (CI logs, files); the terminal's width otherwise.
-console = Console(width=None if sys.stdout.isatty() else 150)
-err_console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 150)
+from .console import EXIT_BAD_RECIPE, EXIT_ERRORS, EXIT_OK, console, err_console, print_result
 
 
 def _load(recipe_path: str, ray_address: str | None = None):
@@ -29,7 +24,7 @@ def _load(recipe_path: str, ray_address: str | None = None):
 
 def cmd_check(args) -> int:
     from .recipe import RecipeError
-    from .runner import plan
+    from .run.runner import plan
 
     recipe = _load(args.recipe)
     try:
@@ -44,21 +39,9 @@ def cmd_check(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .recipe import RecipeError
-    from .runner import Runner
-    from .summary import summary_table
+    from .console import run_and_report
 
-    recipe = _load(args.recipe, args.ray_address)
-    try:
-        result = Runner(recipe, console=err_console).run()
-    except RecipeError as exc:
-        err_console.print(f"[red]recipe refused[/red] (nothing was run):\n{exc}", highlight=False)
-        return EXIT_BAD_RECIPE
-    console.print(summary_table(result.summaries, title=f"curate run {result.run_id}  ({recipe.catalog})"))
-    for error in result.errors:
-        err_console.print(f"[red]error[/red] {error}", highlight=False)
-    console.print(f"run record: {result.record_path}")
-    return EXIT_OK if result.ok else EXIT_ERRORS
+    return run_and_report(_load(args.recipe, args.ray_address))
 
 
 def _catalog_root(arg: str) -> Path:
@@ -70,35 +53,6 @@ def _catalog_root(arg: str) -> Path:
         err_console.print(f"[red]no catalog at {path}[/red] (give a catalog folder or a recipe)")
         raise SystemExit(EXIT_BAD_RECIPE)
     return path
-
-
-def _print_result(rel, fmt: str) -> None:
-    if rel is None:  # a statement with no result (e.g. SET)
-        return
-    columns = rel.columns
-    rows = rel.fetchall()
-    if fmt == "csv":
-        import csv
-
-        writer = csv.writer(sys.stdout)
-        writer.writerow(columns)
-        writer.writerows(rows)
-    elif fmt == "json":
-        print(json.dumps([dict(zip(columns, r)) for r in rows], default=str, indent=1))
-    else:
-        from rich.table import Table
-
-        table = Table(show_lines=False)
-        for c in columns:
-            table.add_column(c, overflow="fold")
-        for r in rows:
-            table.add_row(*["NULL" if v is None else _short(v) for v in r])
-        console.print(table)
-
-
-def _short(value, limit: int = 80) -> str:
-    text = str(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def cmd_sql(args) -> int:
@@ -122,12 +76,12 @@ def cmd_sql(args) -> int:
             buffer += line + "\n"
             if buffer.strip().endswith(";"):
                 try:
-                    _print_result(con.sql(buffer), args.format)
+                    print_result(con.sql(buffer), args.format)
                 except duckdb.Error as exc:
                     err_console.print(f"[red]{exc}[/red]", highlight=False)
                 buffer = ""
     try:
-        _print_result(con.sql(args.command), args.format)
+        print_result(con.sql(args.command), args.format)
     except duckdb.Error as exc:
         err_console.print(f"[red]{exc}[/red]\nviews: {', '.join(views)}", highlight=False)
         return EXIT_ERRORS
@@ -138,7 +92,7 @@ def cmd_status(args) -> int:
     from rich.table import Table
 
     from .catalog import Catalog
-    from .summary import STATUSES
+    from .run.summary import STATUSES
 
     catalog = Catalog(_catalog_root(args.catalog))
     runs = catalog.runs()
@@ -172,7 +126,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo_run import run_demo
+    from .demo.run import run_demo
 
     return run_demo(port=args.port, recipe=args.recipe, console=console)
 

@@ -1,4 +1,4 @@
-"""Row status vocabulary shared by every stage (see DESIGN.md, stage contract)."""
+"""Row status vocabulary shared by every stage (see docs/architecture.md, stage contract)."""
 
 from __future__ import annotations
 

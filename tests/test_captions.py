@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from curate.captions import CaptionParseError, clean_text, parse_caption_file, parse_caption_text, words_text
+from curate.speech.captions import CaptionParseError, clean_text, parse_caption_file, parse_caption_text, words_text
 
 FIXTURES = Path(__file__).parent / "fixtures" / "captions"
 

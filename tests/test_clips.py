@@ -8,7 +8,7 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from curate.clips import livecc_spans, scene_clips, sentence_starts, speech_clips
+from curate.speech.clips import livecc_spans, scene_clips, sentence_starts, speech_clips
 from curate.stages.segment import SegmentParams
 
 

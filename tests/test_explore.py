@@ -9,7 +9,7 @@ from curate.catalog import Catalog
 from curate.demo.corpus import DEMO_DATA
 from curate.demo.site import DemoSite
 from curate.recipe import load_recipe
-from curate.runner import Runner
+from curate.run.runner import Runner
 
 
 def test_rerun_retries_only_transient_rows_then_sql_and_status(tmp_path, ray_local, helpers):

@@ -13,7 +13,7 @@ from segment_fixtures import DEMO_FILTER, DEMO_IDS, demo_run  # noqa: F401 - dem
 def test_matching_narration_beats_another_clips_text(demo_run):
     """Each clip's frames vs its own text, and vs the next clip's text in the same
     video (a different shape, colour and topic). Random embeddings would win ~50%."""
-    from curate.clip_model import ClipEncoder
+    from curate.vision.clip_encoder import ClipEncoder
 
     encoder = ClipEncoder(DEMO_FILTER["clip_model"], DEMO_FILTER["clip_pretrained"])
     clips = [r for r in demo_run.segment if r["status"] == "ok" and r["video_id"] in DEMO_IDS]
@@ -70,7 +70,7 @@ def test_missing_frames_fail_the_clip_only(demo_run, tmp_path):
 
 
 def test_missing_weights_name_the_recipe_key(tmp_path):
-    from curate.clip_model import ClipWeightsMissing, load_model
+    from curate.vision.clip_encoder import ClipWeightsMissing, load_model
 
     with pytest.raises(ClipWeightsMissing, match=r"stages\.filter\.clip_model.*not found"):
         load_model("ViT-B-32", str(tmp_path / "nope.pt"))
@@ -82,7 +82,8 @@ def test_missing_weights_name_the_recipe_key(tmp_path):
 
 def test_demo_model_training_writes_a_loadable_checkpoint(tmp_path):
     """A few steps only (the shipped checkpoint took 300): the recipe path works end to end."""
-    from curate.clip_model import ClipEncoder, train_demo_clip
+    from curate.demo.clip_training import train_demo_clip
+    from curate.vision.clip_encoder import ClipEncoder
 
     path = train_demo_clip(tmp_path / "tiny.pt.gz", steps=2, batch=8, pool=16)
     encoder = ClipEncoder("curate-demo-clip", str(path))

@@ -10,7 +10,7 @@ import yaml
 from curate.catalog import Catalog
 from curate.paths import data_dir
 from curate.recipe import load_recipe
-from curate.runner import Runner
+from curate.run.runner import Runner
 from llm_fault_server import FaultServer
 
 STAGES = ("crawl", "transcribe", "segment", "filter", "dedup", "annotate")

@@ -15,7 +15,7 @@ import pytest
 
 from curate.catalog import Catalog
 from curate.recipe import load_recipe
-from curate.runner import Runner
+from curate.run.runner import Runner
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -122,7 +122,7 @@ def test_fingerprint_ignores_how_and_follows_what(tmp_path, helpers):
     import shutil
 
     from curate.paths import data_dir
-    from curate.runner import plan
+    from curate.run.runner import plan
 
     prompts = tmp_path / "prompts"
     shutil.copytree(data_dir("recipes") / "prompts", prompts)

@@ -8,7 +8,7 @@ import pytest
 
 from curate.demo.corpus import DEMO_DATA, make_silent_video
 from curate.media.decode import iter_frames
-from curate.scenes import SceneCutter
+from curate.media.scenes import SceneCutter
 
 DEMOS = sorted(p.stem.split(".")[0] for p in DEMO_DATA.glob("*.truth.json"))
 # The demo recipe's threshold: one demo cut (purple triangle -> blue square on dark

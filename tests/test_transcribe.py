@@ -19,8 +19,8 @@ import pytest
 from pydantic import ValidationError
 
 from curate import schemas
-from curate.asr import FasterWhisperASR, ModelUnavailable, normalized_wer
-from curate.captions import words_text
+from curate.speech.asr import FasterWhisperASR, ModelUnavailable, normalized_wer
+from curate.speech.captions import words_text
 from curate.demo import corpus
 from curate.stages.base import StageContext, run_stage_on_table
 from curate.stages.transcribe import TranscribeParams, TranscribeStage, speech_seconds
@@ -311,7 +311,7 @@ def test_whisperx_backend_missing_is_a_clear_error(tmp_path):
         pass
     else:
         pytest.skip("whisperx is importable here; this checks the message when it is not")
-    from curate.asr_whisperx import BackendUnavailable
+    from curate.speech.asr_whisperx import BackendUnavailable
 
     stage = TranscribeStage(TranscribeParams(backend="whisperx"), StageContext(catalog_root=tmp_path, recipe_dir=tmp_path))
     with pytest.raises(BackendUnavailable, match="docs/transcribe.md"):
@@ -320,7 +320,7 @@ def test_whisperx_backend_missing_is_a_clear_error(tmp_path):
 
 def test_whisperx_segments_become_words_without_whisperx():
     # the conversion runs here even though whisperx itself cannot be installed beside torch 2.14
-    from curate.asr_whisperx import _segment_words
+    from curate.speech.asr_whisperx import _segment_words
 
     aligned = {"start": 1.0, "end": 2.0, "text": " hi there",
                "words": [{"word": "hi", "start": 1.0, "end": 1.3, "score": 0.9},

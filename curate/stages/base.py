@@ -1,4 +1,4 @@
-"""The stage contract (DESIGN.md): one shard in, one schema-conforming table out.
+"""The stage contract (docs/architecture.md): one shard in, one schema-conforming table out.
 
 A stage never raises for a per-sample fault: it returns a row with
 ``status`` / ``error_code`` / ``error_msg`` instead (see ``curate.status``).

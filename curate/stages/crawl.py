@@ -22,7 +22,7 @@ from pydantic import Field, field_validator
 from .. import status
 from ..catalog import atomic_write_json, sha256_file
 from ..crawl_errors import CrawlFault, classify
-from ..probe import CorruptMedia, probe
+from ..media.probe import CorruptMedia, probe
 from ..status import Status
 from .base import ExistingPath, Params, RecipePath, Resources, Stage
 

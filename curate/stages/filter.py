@@ -58,7 +58,7 @@ class FilterStage(Stage):
     resources = Resources(cpus=2, memory_gb=2)
 
     def setup(self) -> None:
-        from ..clip_model import ClipEncoder
+        from ..vision.clip_encoder import ClipEncoder
 
         p = self.params
         self.encoder = ClipEncoder(p.clip_model, p.clip_pretrained, threads=max(1, int(self.resources.cpus)),

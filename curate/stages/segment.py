@@ -19,7 +19,7 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from .. import status
-from ..clips import Clip, attach_cuts, previous_text, scene_clips, speech_clips
+from ..speech.clips import Clip, attach_cuts, previous_text, scene_clips, speech_clips
 from .base import Params, Resources, Stage
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
@@ -178,7 +178,7 @@ def decode_video(video_id: str, path: Path, catalog_root: Path, p: SegmentParams
     import cv2
 
     from ..media.decode import DecodeError, iter_frames
-    from ..scenes import SceneCutter
+    from ..media.scenes import SceneCutter
 
     # One decoding thread beside this one: the parallelism is across videos.
     info, frames = iter_frames(path, sample_fps=p.sample_fps, sample_short_side=p.frame_short_side, threads=1)

@@ -1,7 +1,7 @@
 """Transcribe: every spoken word with its time, from closed captions or ASR.
 
 Per video: parse the caption tracks crawl downloaded (LiveCC's rules, see
-``curate.captions``), extract 16 kHz mono audio once (kept for later stages),
+``curate.speech.captions``), extract 16 kHz mono audio once (kept for later stages),
 run ASR when ``prefer`` needs it, choose the word stream, then apply the
 filters as row statuses (nothing is deleted): words per second, language,
 minimum words.
@@ -18,9 +18,9 @@ import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
 from .. import status
-from ..asr import DEFAULT_MODEL, AsrResult, normalized_wer
-from ..audio import AUDIO_FILENAME, AudioDecodeError, NoAudioTrack, extract_audio, is_silent
-from ..captions import CaptionParseError, parse_caption_file, words_text
+from ..speech.asr import DEFAULT_MODEL, AsrResult, normalized_wer
+from ..media.audio import AUDIO_FILENAME, AudioDecodeError, NoAudioTrack, extract_audio, is_silent
+from ..speech.captions import CaptionParseError, parse_caption_file, words_text
 from .base import Params, Resources, Stage
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -101,11 +101,11 @@ class TranscribeStage(Stage):
                       cpu_threads=p.cpu_threads or int(self.resources.cpus),
                       base_dir=self.ctx.recipe_dir)
         if p.backend == "whisperx":
-            from ..asr_whisperx import WhisperXASR
+            from ..speech.asr_whisperx import WhisperXASR
 
             self.asr = WhisperXASR(p.model, alignment_model=p.alignment_model, **kwargs)
         else:
-            from ..asr import FasterWhisperASR
+            from ..speech.asr import FasterWhisperASR
 
             self.asr = FasterWhisperASR(p.model, **kwargs)
 

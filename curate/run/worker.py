@@ -14,10 +14,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .catalog import Catalog, StageDir
+from ..catalog import Catalog, StageDir
 from .shards import SHARD_COLUMN, join_inputs, read_stage_shard, shard_of
-from .stages import stage_class
-from .stages.base import Resources, StageContext, run_stage_on_table
+from ..stages import stage_class
+from ..stages.base import Resources, StageContext, run_stage_on_table
 
 # Numeric columns summed into markers, the run summary and the run record.
 SUMMED_COLUMNS = ("prompt_tokens", "completion_tokens", "cost_usd")

@@ -34,7 +34,7 @@ def _import_whisperx():
 
 
 class WhisperXASR:
-    """Same interface as :class:`curate.asr.FasterWhisperASR`."""
+    """Same interface as :class:`curate.speech.asr.FasterWhisperASR`."""
 
     def __init__(self, model: str, *, device: str = "auto", compute_type: str = "auto", batch_size: int = 8,
                  beam_size: int = 5, language: str | None = None, cpu_threads: int = 0,

@@ -7,8 +7,8 @@ import hashlib
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .catalog import StageDir
-from .status import STATUS_COLUMNS
+from ..catalog import StageDir
+from ..status import STATUS_COLUMNS
 
 SHARD_COLUMN = "__shard"
 

@@ -23,14 +23,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .catalog import Catalog, atomic_write_json, fingerprint
-from .recipe import Recipe, RecipeError
+from ..catalog import Catalog, atomic_write_json, fingerprint
+from ..recipe import Recipe, RecipeError
 from .shards import shard_of
-from .stages import available_stages
-from .stages.base import Resources, Stage
+from ..stages import available_stages
+from ..stages.base import Resources, Stage
 from .worker import ProgressBoard, ShardWorker, _digest
 
-log = logging.getLogger("curate.runner")
+log = logging.getLogger("curate.run.runner")
 
 # Environment variables local and cluster workers need to see like the driver.
 _PASSTHROUGH_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE", "CURATE_CACHE")

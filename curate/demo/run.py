@@ -3,14 +3,13 @@ against it, print the summary and an example DuckDB query, stop the site."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 from pathlib import Path
 
 from rich.console import Console
 
-from .paths import data_dir
+from ..paths import data_dir
 
 DEMO_QUERY = """
 SELECT video_id, round(duration_s, 1) AS seconds, width, height, has_audio,
@@ -20,7 +19,7 @@ FROM crawl ORDER BY video_id
 
 
 def _site(port: int, console: Console):
-    from .demo.site import DemoSite
+    from .site import DemoSite
 
     try:
         return DemoSite(port=port)
@@ -50,7 +49,7 @@ def _local_llm(recipe_path: Path, console: Console):
     if "annotate" not in (doc.get("stages") or {}) or os.environ.get("CURATE_LLM_URL"):
         return contextlib.nullcontext(None)
     try:
-        from .llm.server import LocalLLM
+        from ..llm.server import LocalLLM
     except ImportError:
         return contextlib.nullcontext(None)
     console.print("starting the bundled local LLM (SmolLM2-135M, llama.cpp) on 127.0.0.1 ...")
@@ -59,12 +58,12 @@ def _local_llm(recipe_path: Path, console: Console):
 
 
 def run_demo(port: int = 8765, recipe: str | None = None, console: Console | None = None) -> int:
-    from .cli import cmd_run, _print_result
-    from .recipe import load_recipe
-    from .sql import connect
+    from ..console import print_result, run_and_report
+    from ..recipe import load_recipe
+    from ..sql import connect
 
     if console is None:
-        from .cli import console
+        from ..console import console
     recipe_path = Path(recipe) if recipe else data_dir("recipes") / "demo.yaml"
     catalog_env = contextlib.nullcontext()
     if "_data" in recipe_path.resolve().parts and "CURATE_DEMO_CATALOG" not in os.environ:
@@ -75,11 +74,11 @@ def run_demo(port: int = 8765, recipe: str | None = None, console: Console | Non
         with _local_llm(recipe_path, console) as llm:
             ctx = _env("CURATE_LLM_URL", llm.base_url) if llm is not None else contextlib.nullcontext()
             with ctx:
-                args = argparse.Namespace(recipe=str(recipe_path), ray_address=None)
-                code = cmd_run(args)
-                catalog = load_recipe(recipe_path).catalog
+                recipe_model = load_recipe(recipe_path)
+                code = run_and_report(recipe_model)
+                catalog = recipe_model.catalog
     con, views = connect(catalog)
     console.print(f"\n[bold]Example query[/bold]  (curate sql {catalog} \"...\"; views: {', '.join(views)})")
     console.print(DEMO_QUERY, highlight=False)
-    _print_result(con.sql(DEMO_QUERY), "table")
+    print_result(con.sql(DEMO_QUERY), "table")
     return code

@@ -7,7 +7,7 @@ import collections
 
 from rich.table import Table
 
-from .catalog import Catalog
+from ..catalog import Catalog
 
 STATUSES = ("ok", "filtered", "failed", "transient")
 

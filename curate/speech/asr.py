@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import SAMPLE_RATE
+from ..media.audio import SAMPLE_RATE
 
 DEFAULT_MODEL = "tiny.en"
 MODEL_KEY = "stages.transcribe.model"  # named in errors so a person knows what to change

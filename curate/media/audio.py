@@ -3,7 +3,7 @@
 The transcribe stage writes ``media/<video_id>/audio_16k.wav`` (16-bit PCM:
 ample for speech, half the size of float32) and every later stage that needs
 sound reads it back with :func:`load_audio` instead of decoding the video
-again (DESIGN.md: decode each video once).
+again (docs/architecture.md: decode each video once).
 """
 
 from __future__ import annotations

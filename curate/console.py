@@ -1,0 +1,62 @@
+"""Terminal output shared by the CLI and the demo: the consoles, exit codes and query tables."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from rich.console import Console
+
+EXIT_OK, EXIT_ERRORS, EXIT_BAD_RECIPE = 0, 1, 2
+
+# Wide tables when piped (CI logs, files); the terminal's width otherwise.
+console = Console(width=None if sys.stdout.isatty() else 150)
+err_console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 150)
+
+
+def print_result(rel, fmt: str) -> None:
+    """Print a DuckDB relation as a table, CSV or JSON on stdout."""
+    if rel is None:  # a statement with no result (e.g. SET)
+        return
+    columns = rel.columns
+    rows = rel.fetchall()
+    if fmt == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    elif fmt == "json":
+        print(json.dumps([dict(zip(columns, r)) for r in rows], default=str, indent=1))
+    else:
+        from rich.table import Table
+
+        table = Table(show_lines=False)
+        for c in columns:
+            table.add_column(c, overflow="fold")
+        for r in rows:
+            table.add_row(*["NULL" if v is None else _short(v) for v in r])
+        console.print(table)
+
+
+def _short(value, limit: int = 80) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def run_and_report(recipe) -> int:
+    """Run a loaded recipe, print its summary table and errors; the CLI's exit code."""
+    from .recipe import RecipeError
+    from .run.runner import Runner
+    from .run.summary import summary_table
+
+    try:
+        result = Runner(recipe, console=err_console).run()
+    except RecipeError as exc:
+        err_console.print(f"[red]recipe refused[/red] (nothing was run):\n{exc}", highlight=False)
+        return EXIT_BAD_RECIPE
+    console.print(summary_table(result.summaries, title=f"curate run {result.run_id}  ({recipe.catalog})"))
+    for error in result.errors:
+        err_console.print(f"[red]error[/red] {error}", highlight=False)
+    console.print(f"run record: {result.record_path}")
+    return EXIT_OK if result.ok else EXIT_ERRORS

@@ -1,0 +1,1 @@
+"""speech: see docs/architecture.md."""
