@@ -39,8 +39,8 @@ def make_frames(root: Path, n: int, per_clip: int) -> list[dict]:
         cv2.imwrite(str(root / rel), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
         frames.append({"t": float(i), "path": str(rel)})
         if len(frames) == per_clip or i == n - 1:
-            clips.append({"clip_id": f"bench:{len(clips)}", "video_id": "bench", "start": frames[0]["t"],
-                          "end": frames[-1]["t"] + 1, "frames": frames,
+            clips.append({"clip_id": f"bench:{len(clips)}", "video_id": "bench", "start_s": frames[0]["t"],
+                          "end_s": frames[-1]["t"] + 1, "frames": frames,
                           "text": " ".join(scene_sentences(shape, color, topic)), "title": "bench"})
             frames = []
     return clips

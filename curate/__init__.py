@@ -1,3 +1,3 @@
 """curate: build and curate training datasets for video language models."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,7 +1,7 @@
 """Table schemas, read from ``schemas/tables/*.json`` and enforced on write.
 
 A schema file lists columns with a compact Arrow type string, e.g.
-``list<struct<start: float32, end: float32, text: string>>``. The status
+``list<struct<start_s: float64, end_s: float64, text: string>>``. The status
 columns every table carries live once in ``_status.json``.
 """
 

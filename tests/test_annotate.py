@@ -20,7 +20,7 @@ from curate.stages.annotate import AnnotateParams, AnnotateStage
 from curate.stages.base import StageContext, run_stage_on_table
 from llm_fault_server import FaultServer, is_repair, mentions
 
-WORD = pa.struct([("start", pa.float32()), ("end", pa.float32()), ("text", pa.string()), ("prob", pa.float32())])
+WORD = pa.struct([("start_s", pa.float64()), ("end_s", pa.float64()), ("text", pa.string()), ("prob", pa.float32())])
 FAKE_KEY = "sk-curate-LEAKCHECK-7f3a9c21e5"
 
 
@@ -28,12 +28,12 @@ def clips_table(n: int, seconds: float = 30.0) -> pa.Table:
     """Segment-shaped rows: clip-0 ... clip-{n-1}, each 0-30 s of speech."""
     rows = []
     for i in range(n):
-        words = [{"start": t, "end": t + 0.4, "text": f"w{i}_{t:g}", "prob": 0.9} for t in range(0, int(seconds), 2)]
-        rows.append({"clip_id": f"clip-{i}", "video_id": f"vid-{i // 2}", "start": 0.0, "end": seconds,
+        words = [{"start_s": t, "end_s": t + 0.4, "text": f"w{i}_{t:g}", "prob": 0.9} for t in range(0, int(seconds), 2)]
+        rows.append({"clip_id": f"clip-{i}", "video_id": f"vid-{i // 2}", "start_s": 0.0, "end_s": seconds,
                      "words": words, "text": " ".join(w["text"] for w in words), "n_words": len(words),
                      "previous": "earlier speech", "title": f"Cooking show {i}"})
-    schema = pa.schema([("clip_id", pa.string()), ("video_id", pa.string()), ("start", pa.float64()),
-                        ("end", pa.float64()), ("words", pa.list_(WORD)), ("text", pa.string()),
+    schema = pa.schema([("clip_id", pa.string()), ("video_id", pa.string()), ("start_s", pa.float64()),
+                        ("end_s", pa.float64()), ("words", pa.list_(WORD)), ("text", pa.string()),
                         ("n_words", pa.int32()), ("previous", pa.string()), ("title", pa.string())])
     return pa.Table.from_pylist(rows, schema=schema)
 
@@ -261,7 +261,7 @@ def test_frames_go_as_images_and_bad_frame_paths_fail_the_row(tmp_path):
 
 def test_whole_videos_from_the_transcribe_table(tmp_path):
     clips = clips_table(2)
-    videos = (clips.drop_columns(["clip_id", "video_id", "start", "end", "previous", "n_words"])
+    videos = (clips.drop_columns(["clip_id", "video_id", "start_s", "end_s", "previous", "n_words"])
               .append_column("video_id", pa.array(["vid-a", "vid-b"]))
               .append_column("duration_s", pa.array([30.0, 30.0])))
     with FaultServer() as srv:
@@ -314,8 +314,9 @@ def test_the_demo_settings_get_a_valid_row_for_every_task_from_the_local_model(t
     words = json.loads((DEMO_DATA / "demo_00.truth.json").read_text())["words"]
     rows = []
     for start, end in ((0.5, 15.8), (16.2, 31.7)):  # the demo's two speech clips of demo_00
-        clip_words = [{**w, "prob": 1.0} for w in words if start <= w["start"] < end]
-        rows.append({"clip_id": f"demo_00:{start}", "video_id": "demo_00", "start": start, "end": end,
+        clip_words = [{"start_s": w["start"], "end_s": w["end"], "text": w["text"], "prob": 1.0}
+                      for w in words if start <= w["start"] < end]
+        rows.append({"clip_id": f"demo_00:{start}", "video_id": "demo_00", "start_s": start, "end_s": end,
                      "words": clip_words, "previous": None, "title": "Demo video demo_00"})
     with LocalLLM(log_path=tmp_path / "llm.log") as llm:
         params = demo.model_dump(exclude={"resources"}) | {"base_url": llm.base_url, "input_stage": "segment"}

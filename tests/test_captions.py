@@ -20,8 +20,8 @@ def test_rolling_auto_captions_with_word_times_collapse_repeats():
     # every spoken word once, [Music] skipped; the speaker's own "the the" is kept
     assert words_text(words) == "so today we're going to fix the bike chain the the chain is loose"
     by_text = {w["text"]: w for w in words}
-    assert (by_text["today"]["start"], by_text["today"]["end"]) == (1.74, 2.1)  # inline <00:00:01.740>
-    assert words[0]["start"] == 1.5  # the untimed first word starts with its cue
+    assert (by_text["today"]["start_s"], by_text["today"]["end_s"]) == (1.74, 2.1)  # inline <00:00:01.740>
+    assert words[0]["start_s"] == 1.5  # the untimed first word starts with its cue
     assert all(w["prob"] is None for w in words)
 
 
@@ -29,29 +29,29 @@ def test_rolling_plain_captions_collapse_repeated_lines():
     words = parse_caption_file(FIXTURES / "rolling_plain.en.vtt")
     assert words_text(words) == "first we remove the wheel and then we loosen the two bolts"
     # untimed cue: 2 s over 5 words, spread evenly at 0.1 s resolution
-    assert [(w["start"], w["end"]) for w in words[:5]] == [(1.0, 1.4), (1.4, 1.8), (1.8, 2.2), (2.2, 2.6), (2.6, 3.0)]
+    assert [(w["start_s"], w["end_s"]) for w in words[:5]] == [(1.0, 1.4), (1.4, 1.8), (1.8, 2.2), (2.2, 2.6), (2.6, 3.0)]
 
 
 def test_overlapping_srt_cues_give_monotone_words_and_clean_text():
     words = parse_caption_file(FIXTURES / "overlapping.en.srt")
     assert texts(words) == ["Hello", "&", "welcome", "Thanks", "for", "having", "me"]  # >> and [applause] gone
-    starts = [w["start"] for w in words]
+    starts = [w["start_s"] for w in words]
     assert starts == sorted(starts)
-    assert all(a["end"] <= b["start"] for a, b in zip(words, words[1:]))  # overlap clipped
-    assert all(w["end"] >= w["start"] for w in words)
+    assert all(a["end_s"] <= b["start_s"] for a, b in zip(words, words[1:]))  # overlap clipped
+    assert all(w["end_s"] >= w["start_s"] for w in words)
 
 
 def test_manual_vtt_keeps_real_repetition_and_decodes_entities():
     words = parse_caption_file(FIXTURES / "manual.en.vtt")
     assert words_text(words) == 'Tighten the bolt "gently". No. No, the other one!'
-    assert words[0]["start"] == 2.0  # [upbeat music] cue skipped
+    assert words[0]["start_s"] == 2.0  # [upbeat music] cue skipped
 
 
 def test_json3_uses_word_offsets():
     words = parse_caption_file(FIXTURES / "auto.en.json3")
     assert texts(words) == ["now", "pump", "the", "tire", "to", "sixty", "psi"]
-    assert [w["start"] for w in words] == [1.0, 1.4, 1.8, 2.0, 2.51, 2.81, 3.31]
-    assert words[3]["end"] == 2.51  # the event lasts to 4.0 s on screen, but the next word starts at 2.51
+    assert [w["start_s"] for w in words] == [1.0, 1.4, 1.8, 2.0, 2.51, 2.81, 3.31]
+    assert words[3]["end_s"] == 2.51  # the event lasts to 4.0 s on screen, but the next word starts at 2.51
 
 
 def test_empty_caption_file_has_no_words_and_zero_bytes_is_an_error(tmp_path):

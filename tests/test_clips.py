@@ -69,7 +69,7 @@ def test_matches_the_written_rule_on_random_word_streams(seed):
 
 
 def _words(spec):
-    return [{"start": s, "end": e, "text": x, "prob": 1.0} for s, e, x in spec]
+    return [{"start_s": s, "end_s": e, "text": x, "prob": 1.0} for s, e, x in spec]
 
 
 def test_speech_clips_carry_words_text_and_rate():

@@ -55,7 +55,7 @@ def scene_of(clip_id: str) -> tuple[str, str]:
 
 
 def clip(clip_id: str, video: str, emb, sha=None, minute=0, start=0.0) -> dict:
-    return {"clip_id": clip_id, "video_id": video, "start": start, "end": start + 5,
+    return {"clip_id": clip_id, "video_id": video, "start_s": start, "end_s": start + 5,
             "embedding": np.asarray(emb, np.float32).astype(np.float16), "video_sha256": sha,
             "fetched_at": datetime(2026, 1, 1, 0, minute, tzinfo=timezone.utc)}
 

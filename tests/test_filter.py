@@ -36,7 +36,7 @@ def test_scores_embeddings_and_side_table(demo_run):
         assert row["status"] == "ok", row
         assert row["n_frames"] == len(clip["frames"]) and -1 <= row["sim_mean"] <= row["sim_max"] <= 1
         assert len(row["embedding"]) == 64 and row["model"] == "curate-demo-clip/demo"
-        assert (row["start"], row["end"]) == (clip["start"], clip["end"])
+        assert (row["start_s"], row["end_s"]) == (clip["start_s"], clip["end_s"])
     side = pq.read_table(demo_run.ctx.side_table_path("frame_embeddings"))
     assert side.schema.field("embedding").type == pa.list_(pa.float16())
     assert side.num_rows == sum(r["n_frames"] for r in demo_run.filter)

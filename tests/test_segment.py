@@ -26,13 +26,13 @@ def test_broken_inputs_become_error_rows_and_the_run_goes_on(demo_run):
 @pytest.mark.parametrize("video_id", DEMO_IDS)
 def test_one_clip_per_narrated_scene_with_its_words_and_frames(demo_run, video_id):
     t = truth(video_id)
-    clips = sorted(rows_of(demo_run, video_id), key=lambda r: r["start"])
+    clips = sorted(rows_of(demo_run, video_id), key=lambda r: r["start_s"])
     # Every scene is narrated and followed by a 1.1 s pause; LiveCC's rule drops the
     # last scene (nothing stops the loop after its final word).
     scenes = t["scenes"][:-1]
     assert [c["text"] for c in clips] == [s["narration"] for s in scenes]
     for clip, scene in zip(clips, scenes):
-        assert scene["start"] <= clip["start"] < clip["end"] <= scene["end"]
+        assert scene["start"] <= clip["start_s"] < clip["end_s"] <= scene["end"]
         assert clip["cuts"] == []  # a clip inside one scene holds no cut
         assert clip["video_cuts"] == pytest.approx(t["cuts"], abs=1 / 25 + 1e-6)
         assert clip["clip_id"] == f"{video_id}:{round(clip['start'] * 1000)}-{round(clip['end'] * 1000)}"
@@ -40,8 +40,8 @@ def test_one_clip_per_narrated_scene_with_its_words_and_frames(demo_run, video_i
         assert 1.0 <= clip["words_per_second"] <= 4.0
         assert clip["title"] == f"Demo {video_id}"
         # Frames sampled at 1 fps inside the clip, on disk, with real timestamps.
-        assert len(clip["frames"]) >= int(clip["end"] - clip["start"])
-        assert all(clip["start"] <= f["t"] < clip["end"] for f in clip["frames"])
+        assert len(clip["frames"]) >= int(clip["end_s"] - clip["start_s"])
+        assert all(clip["start_s"] <= f["t"] < clip["end_s"] for f in clip["frames"])
         assert all((demo_run.root / f["path"]).is_file() for f in clip["frames"])
     assert clips[0]["previous"] == "" and clips[1]["previous"] == clips[0]["text"]
 
@@ -60,9 +60,9 @@ def test_scene_mode_and_speech_rate_filter(tmp_path):
     scene = run_stage_on_table(SegmentStage(SegmentStage.Params(mode="scene", min_clip_s=3, max_clip_s=60,
                                                                 threshold=15), ctx), table).to_pylist()
     t = truth("demo_00")
-    assert [(round(r["start"], 2), round(r["end"], 2)) for r in scene] == [
-        (s["start"], s["end"]) for s in [{"start": 0.0, "end": t["cuts"][0]}]
-        + [{"start": a, "end": b} for a, b in zip(t["cuts"], t["cuts"][1:] + [t["duration_s"]])]]
+    assert [(round(r["start_s"], 2), round(r["end_s"], 2)) for r in scene] == [
+        (s["start_s"], s["end_s"]) for s in [{"start_s": 0.0, "end_s": t["cuts"][0]}]
+        + [{"start_s": a, "end_s": b} for a, b in zip(t["cuts"], t["cuts"][1:] + [t["duration_s"]])]]
     slow = run_stage_on_table(SegmentStage(SegmentStage.Params(min_clip_s=3, max_clip_s=20, max_gap_s=1.0,
                                                                words_per_second=(5.0, 9.0)), ctx), table).to_pylist()
     assert {(r["status"], r["error_code"]) for r in slow} == {("filtered", "segment.speech_rate")}

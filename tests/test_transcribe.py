@@ -52,7 +52,7 @@ def timed_within(truth: list[dict], words: list[dict], tol: float = TIME_TOLERAN
         if chunk.type not in ("equal", "substitute"):
             continue
         for i, j in zip(range(chunk.ref_start_idx, chunk.ref_end_idx), range(chunk.hyp_start_idx, chunk.hyp_end_idx)):
-            good += (abs(ref[i]["start"] - hyp[j]["start"]) <= tol and abs(ref[i]["end"] - hyp[j]["end"]) <= tol)
+            good += (abs(ref[i]["start"] - hyp[j]["start_s"]) <= tol and abs(ref[i]["end"] - hyp[j]["end_s"]) <= tol)
     return good / len(ref)
 
 
@@ -254,7 +254,7 @@ def test_language_filter_on_detected_language(tmp_path, make_stage):
 
 
 def test_speech_seconds_bridges_short_pauses():
-    words = [{"start": 0.0, "end": 0.5}, {"start": 0.8, "end": 1.0}, {"start": 5.0, "end": 5.5}]
+    words = [{"start_s": 0.0, "end_s": 0.5}, {"start_s": 0.8, "end_s": 1.0}, {"start_s": 5.0, "end_s": 5.5}]
     assert speech_seconds(words) == pytest.approx(1.5)
 
 
@@ -325,6 +325,6 @@ def test_whisperx_segments_become_words_without_whisperx():
     aligned = {"start": 1.0, "end": 2.0, "text": " hi there",
                "words": [{"word": "hi", "start": 1.0, "end": 1.3, "score": 0.9},
                          {"word": "there", "start": 1.4, "end": 1.9, "score": 0.8}]}
-    assert [(w["text"], w["start"], w["prob"]) for w in _segment_words(aligned)] == [("hi", 1.0, 0.9), ("there", 1.4, 0.8)]
+    assert [(w["text"], w["start_s"], w["prob"]) for w in _segment_words(aligned)] == [("hi", 1.0, 0.9), ("there", 1.4, 0.8)]
     unaligned = {"start": 2.0, "end": 3.0, "text": " one two three four"}
-    assert [(w["start"], w["end"]) for w in _segment_words(unaligned)] == [(2.0, 2.2), (2.2, 2.5), (2.5, 2.8), (2.8, 3.0)]
+    assert [(w["start_s"], w["end_s"]) for w in _segment_words(unaligned)] == [(2.0, 2.2), (2.2, 2.5), (2.5, 2.8), (2.8, 3.0)]

@@ -66,11 +66,11 @@ class Clip:
             text = (w.get("text") or "").strip()
             if not text:
                 continue
-            if out and w["start"] - self.start - out[-1]["start"] < LINE_SECONDS:
+            if out and w["start_s"] - self.start - out[-1]["start"] < LINE_SECONDS:
                 out[-1]["text"] += " " + text
-                out[-1]["end"] = max(out[-1]["end"], w["end"] - self.start)
+                out[-1]["end"] = max(out[-1]["end"], w["end_s"] - self.start)
             else:
-                out.append({"start": float(w["start"]) - self.start, "end": float(w["end"]) - self.start,
+                out.append({"start": float(w["start_s"]) - self.start, "end": float(w["end_s"]) - self.start,
                             "text": text})
         return out
 

@@ -128,7 +128,7 @@ class FasterWhisperASR:
             vad_filter=True, word_timestamps=True,
         )
         words = [
-            {"start": round(w.start, 3), "end": round(w.end, 3), "text": w.word.strip(),
+            {"start_s": round(w.start, 3), "end_s": round(w.end, 3), "text": w.word.strip(),
              "prob": round(w.probability, 4)}
             for seg in segments for w in (seg.words or []) if w.word.strip()
         ]

@@ -85,9 +85,9 @@ def _segment_words(seg: dict) -> list[dict]:
     """Aligned words where whisperx gave times; otherwise the segment spread evenly (0.1 s)."""
     aligned = seg.get("words") or []
     if aligned and all("start" in w and "end" in w for w in aligned):
-        return [{"start": round(w["start"], 3), "end": round(w["end"], 3), "text": w["word"].strip(),
+        return [{"start_s": round(w["start"], 3), "end_s": round(w["end"], 3), "text": w["word"].strip(),
                  "prob": w.get("score")} for w in aligned if w["word"].strip()]
     tokens = seg["text"].split()
     step = (seg["end"] - seg["start"]) / max(len(tokens), 1)
-    return [{"start": round(seg["start"] + i * step, 1), "end": round(seg["start"] + (i + 1) * step, 1),
+    return [{"start_s": round(seg["start"] + i * step, 1), "end_s": round(seg["start"] + (i + 1) * step, 1),
              "text": t, "prob": None} for i, t in enumerate(tokens)]

@@ -179,11 +179,11 @@ def cues_to_words(cues: list[_Cue]) -> list[dict]:
         if not cue.timed:
             cue_words = cue_words[_repeated_prefix(words, cue_words):]
         words.extend(cue_words)
-    words.sort(key=lambda w: w["start"])
+    words.sort(key=lambda w: w["start_s"])
     # Overlapping cues (two speakers, json3 events shown until the next line
     # completes) would give overlapping words: a word ends when the next starts.
     for word, nxt in zip(words, words[1:]):
-        word["end"] = max(word["start"], min(word["end"], nxt["start"]))
+        word["end_s"] = max(word["start_s"], min(word["end_s"], nxt["start_s"]))
     return words
 
 
@@ -209,7 +209,7 @@ def _time_cue(cue: _Cue) -> list[dict]:
 
 def _word(start: float, end: float, text: str) -> dict:
     # millisecond resolution: caption formats carry no more, and it drops float noise
-    return {"start": round(float(start), 3), "end": round(float(end), 3), "text": text, "prob": None}
+    return {"start_s": round(float(start), 3), "end_s": round(float(end), 3), "text": text, "prob": None}
 
 
 def _repeated_prefix(previous: list[dict], cue_words: list[dict]) -> int:

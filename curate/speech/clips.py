@@ -32,7 +32,7 @@ class Clip:
         """LiveCC's rate: n_words / (end of last word - end of first word)."""
         if len(self.words) < 2:
             return None
-        span = self.words[-1]["end"] - self.words[0]["end"]
+        span = self.words[-1]["end_s"] - self.words[0]["end_s"]
         return len(self.words) / span if span > 0 else None
 
 
@@ -78,11 +78,11 @@ def sentence_starts(words: list[dict]) -> list[bool]:
 def speech_clips(words: list[dict], min_clip_s: float, max_clip_s: float, max_gap_s: float,
                  sentence_start: bool = False) -> list[Clip]:
     """Clips from the word stream (sorted by time here) by LiveCC's rule."""
-    words = sorted(words, key=lambda w: (w["end"], w["start"]))
-    ends = [float(w["end"]) for w in words]
+    words = sorted(words, key=lambda w: (w["end_s"], w["start_s"]))
+    ends = [float(w["end_s"]) for w in words]
     allowed = sentence_starts(words) if sentence_start else None
     return [
-        Clip(start=float(words[i]["start"]), end=float(words[j - 1]["end"]), words=words[i:j])
+        Clip(start=float(words[i]["start_s"]), end=float(words[j - 1]["end_s"]), words=words[i:j])
         for i, j in livecc_spans(ends, min_clip_s, max_clip_s, max_gap_s, allowed)
     ]
 
@@ -105,12 +105,12 @@ def scene_clips(cuts: list[float], duration: float, words: list[dict],
         parts = max(1, -int(-(e - s) // max_clip_s))  # ceil
         step = (e - s) / parts
         spans += [(s + k * step, s + (k + 1) * step) for k in range(parts)]
-    words = sorted(words, key=lambda w: w["start"])
+    words = sorted(words, key=lambda w: w["start_s"])
     return [Clip(start=s, end=e, words=[w for w in words if s <= _mid(w) < e]) for s, e in spans]
 
 
 def _mid(word: dict) -> float:
-    return (float(word["start"]) + float(word["end"])) / 2
+    return (float(word["start_s"]) + float(word["end_s"])) / 2
 
 
 def attach_cuts(clips: list[Clip], cuts: list[float]) -> None:
@@ -120,5 +120,5 @@ def attach_cuts(clips: list[Clip], cuts: list[float]) -> None:
 
 def previous_text(words: list[dict], before: float, max_words: int) -> str:
     """The video's speech that ended before ``before`` (last ``max_words`` words)."""
-    earlier = [w["text"].strip() for w in sorted(words, key=lambda w: w["end"]) if w["end"] <= before]
+    earlier = [w["text"].strip() for w in sorted(words, key=lambda w: w["end_s"]) if w["end_s"] <= before]
     return " ".join(earlier[-max_words:] if max_words else earlier)

@@ -269,13 +269,13 @@ def _strict_subset(schema):
 
 def _clip_from_row(row: dict, max_words: int, n_frames: int) -> Clip:
     """A clip row from segment, or a whole video from transcribe (clip_id = video_id)."""
-    words = [w for w in (row.get("words") or []) if w and w.get("start") is not None][:max_words]
+    words = [w for w in (row.get("words") or []) if w and w.get("start_s") is not None][:max_words]
     if row.get("clip_id") is not None:
-        start, end = float(row["start"]), float(row["end"])
+        start, end = float(row["start_s"]), float(row["end_s"])
         clip_id = row["clip_id"]
     else:
         start = 0.0
-        ends = [float(w["end"]) for w in words if w.get("end") is not None]
+        ends = [float(w["end_s"]) for w in words if w.get("end_s") is not None]
         end = max([float(row.get("duration_s") or 0.0)] + ends)
         clip_id = row["video_id"]
     previous = row.get("previous")

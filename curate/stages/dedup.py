@@ -90,7 +90,7 @@ def _order(clip: dict):
     fetched = clip.get("fetched_at") or datetime.max.replace(tzinfo=timezone.utc)
     if fetched.tzinfo is None:
         fetched = fetched.replace(tzinfo=timezone.utc)
-    return (fetched, clip["video_id"], clip.get("start") or 0.0, clip["clip_id"])
+    return (fetched, clip["video_id"], clip.get("start_s") or 0.0, clip["clip_id"])
 
 
 def _exact_duplicates(clips: list[dict]) -> dict[str, dict]:
@@ -100,14 +100,14 @@ def _exact_duplicates(clips: list[dict]) -> dict[str, dict]:
         sha = c.get("video_sha256")
         if sha:
             first_video.setdefault(sha, c["video_id"])
-    by_span = {(c["video_id"], _ms(c.get("start")), _ms(c.get("end"))): c["clip_id"] for c in clips}
+    by_span = {(c["video_id"], _ms(c.get("start_s")), _ms(c.get("end_s"))): c["clip_id"] for c in clips}
     out = {}
     for c in clips:
         sha = c.get("video_sha256")
         kept = first_video.get(sha) if sha else None
         if kept is None or kept == c["video_id"]:
             continue
-        twin = by_span.get((kept, _ms(c.get("start")), _ms(c.get("end"))))
+        twin = by_span.get((kept, _ms(c.get("start_s")), _ms(c.get("end_s"))))
         out[c["clip_id"]] = {
             **status.filtered("dedup.exact_duplicate", f"same file (sha256 {sha[:12]}…) as video {kept}"),
             "duplicate_of": twin, "duplicate_video": kept, "nearest_cosine": 1.0 if twin else None}

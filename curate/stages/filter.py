@@ -50,7 +50,7 @@ class FilterParams(Params):
 
 class FilterStage(Stage):
     name = "filter"
-    version = "1"
+    version = "2"  # 2: time columns start_s/end_s (no SQL quoting), float64 word times
     Params = FilterParams
     inputs = ("segment",)
     input_key = "clip_id"
@@ -82,8 +82,8 @@ class FilterStage(Stage):
         for k, clip in enumerate(clips):
             idx = per_clip.get(k, [])
             bad = [frames[i][1]["path"] for i in idx if i in missing]
-            base = {"clip_id": clip["clip_id"], "video_id": clip["video_id"], "start": clip.get("start"),
-                    "end": clip.get("end"), "model": self.model_label, "n_frames": len(idx)}
+            base = {"clip_id": clip["clip_id"], "video_id": clip["video_id"], "start_s": clip.get("start_s"),
+                    "end_s": clip.get("end_s"), "model": self.model_label, "n_frames": len(idx)}
             if bad:
                 rows.append({**base, **status.failed("filter.frame_missing",
                                                      f"{len(bad)} frame(s) unreadable, e.g. {bad[0]}")})

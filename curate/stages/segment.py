@@ -63,7 +63,7 @@ class DecodedVideo:
 
 class SegmentStage(Stage):
     name = "segment"
-    version = "1"
+    version = "2"  # 2: time columns start_s/end_s (no SQL quoting), float64 word times
     Params = SegmentParams
     inputs = ("transcribe", "crawl")
     input_key = "video_id"
@@ -145,8 +145,8 @@ class SegmentStage(Stage):
             "clip_id": f"{video['video_id']}:{round(clip.start * 1000)}-{round(clip.end * 1000)}",
             "video_id": video["video_id"],
             "mode": p.mode,
-            "start": clip.start,
-            "end": clip.end,
+            "start_s": clip.start,
+            "end_s": clip.end,
             "cuts": clip.cuts,
             "words": clip.words,
             "text": clip.text,
@@ -215,7 +215,7 @@ def decode_video(video_id: str, path: Path, catalog_root: Path, p: SegmentParams
 
 
 def _word(w: dict) -> dict:
-    return {"start": float(w["start"]), "end": float(w["end"]), "text": str(w.get("text") or ""),
+    return {"start_s": float(w["start_s"]), "end_s": float(w["end_s"]), "text": str(w.get("text") or ""),
             "prob": None if w.get("prob") is None else float(w["prob"])}
 
 

@@ -80,7 +80,7 @@ class _Transcript:
 
 class TranscribeStage(Stage):
     name = "transcribe"
-    version = "1"
+    version = "2"  # 2: time columns start_s/end_s (no SQL quoting), float64 word times
     Params = TranscribeParams
     inputs = ("crawl",)
     input_key = "video_id"
@@ -261,13 +261,13 @@ def _base_lang(code: str | None) -> str | None:
 def speech_seconds(words: list[dict], bridge_s: float = PAUSE_BRIDGE_S) -> float:
     """Time covered by the words, counting pauses shorter than ``bridge_s`` as speech."""
     total, span_start, span_end = 0.0, None, None
-    for w in sorted(words, key=lambda w: w["start"]):
-        if span_end is not None and w["start"] - span_end < bridge_s:
-            span_end = max(span_end, w["end"])
+    for w in sorted(words, key=lambda w: w["start_s"]):
+        if span_end is not None and w["start_s"] - span_end < bridge_s:
+            span_end = max(span_end, w["end_s"])
             continue
         if span_end is not None:
             total += span_end - span_start
-        span_start, span_end = w["start"], w["end"]
+        span_start, span_end = w["start_s"], w["end_s"]
     if span_end is not None:
         total += span_end - span_start
     return round(total, 3)
