@@ -35,7 +35,7 @@ def test_one_clip_per_narrated_scene_with_its_words_and_frames(demo_run, video_i
         assert scene["start"] <= clip["start_s"] < clip["end_s"] <= scene["end"]
         assert clip["cuts"] == []  # a clip inside one scene holds no cut
         assert clip["video_cuts"] == pytest.approx(t["cuts"], abs=1 / 25 + 1e-6)
-        assert clip["clip_id"] == f"{video_id}:{round(clip['start'] * 1000)}-{round(clip['end'] * 1000)}"
+        assert clip["clip_id"] == f"{video_id}:{round(clip['start_s'] * 1000)}-{round(clip['end_s'] * 1000)}"
         assert clip["n_words"] == len(clip["words"]) == len(scene["narration"].split())
         assert 1.0 <= clip["words_per_second"] <= 4.0
         assert clip["title"] == f"Demo {video_id}"
