@@ -56,6 +56,22 @@ def test_a_live_run_keeps_the_catalog_and_a_dead_one_loses_it_for_good(tmp_path)
     assert read_lease(root) is None
 
 
+def test_a_second_run_on_a_busy_catalog_stops_before_any_work(tmp_path, helpers):
+    recipe = helpers.write_recipe(tmp_path, {"crawl": {"sources": ["http://127.0.0.1:9/watch/x"]}})
+    root = tmp_path / "catalog"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(root)], stdout=subprocess.PIPE, text=True,
+                              stdin=subprocess.DEVNULL, env=os.environ | {"PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = helpers.run_cli("run", str(recipe))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 1, result.stderr
+    assert "catalog busy" in result.stderr and "run-A" in result.stderr
+    assert not (root / "stages").exists() and not (root / "runs").exists()
+
+
 def _marked(mark: str) -> dict[int, str]:
     """pid -> command line of the processes that carry ``mark`` in their environment."""
     out = {}
