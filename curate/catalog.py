@@ -13,6 +13,7 @@ the Parquet file beside it; a stray file never counts.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -114,8 +115,10 @@ class StageDir:
             return None
         return doc
 
-    def write_shard(self, shard: int, table: pa.Table, marker: dict) -> dict:
-        """Write the Parquet file atomically, then the marker (last)."""
+    def write_shard(self, shard: int, table: pa.Table, marker: dict, guard=None) -> dict:
+        """Write the Parquet file atomically, then the marker (last). ``guard``, a context
+        manager, is held around the commit (rename + marker): it may refuse by raising
+        (a worker whose run lost the catalog, see run/lease.py)."""
         target = self.shard_path(shard)
         self.path.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{target.name}.", suffix=".tmp")
@@ -124,14 +127,15 @@ class StageDir:
             pq.write_table(table, tmp, compression="zstd")
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
-            os.replace(tmp, target)
-            _fsync_dir(self.path)
+            doc = dict(marker, shard=shard, rows=table.num_rows, bytes=os.path.getsize(tmp),
+                       sha256=sha256_file(Path(tmp)))
+            with guard if guard is not None else contextlib.nullcontext():
+                os.replace(tmp, target)
+                _fsync_dir(self.path)
+                atomic_write_json(self.marker_path(shard), doc)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        doc = dict(marker, shard=shard, rows=table.num_rows, bytes=target.stat().st_size,
-                   sha256=sha256_file(target))
-        atomic_write_json(self.marker_path(shard), doc)
         return doc
 
     def read_shard(self, shard: int) -> pa.Table:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 
-from .console import EXIT_BAD_RECIPE, EXIT_ERRORS, EXIT_OK, console, err_console, print_result
+from .console import EXIT_BAD_RECIPE, EXIT_ERRORS, EXIT_OK, console, err_console, print_result, styled
 
 
 def _load(recipe_path: str, ray_address: str | None = None):
@@ -18,7 +18,7 @@ def _load(recipe_path: str, ray_address: str | None = None):
     try:
         return load_recipe(recipe_path, ray_address=ray_address)
     except RecipeError as exc:
-        err_console.print(f"[red]recipe refused[/red] (nothing was run):\n{exc}", highlight=False)
+        err_console.print(styled("recipe refused", "red", f" (nothing was run):\n{exc}"), highlight=False)
         raise SystemExit(EXIT_BAD_RECIPE) from None
 
 
@@ -30,9 +30,9 @@ def cmd_check(args) -> int:
     try:
         plans = plan(recipe)
     except RecipeError as exc:
-        err_console.print(f"[red]recipe refused[/red]:\n{exc}", highlight=False)
+        err_console.print(styled("recipe refused", "red", f":\n{exc}"), highlight=False)
         return EXIT_BAD_RECIPE
-    console.print(f"[green]ok[/green] {args.recipe}: catalog {recipe.catalog}, {recipe.shards} shards")
+    console.print(styled("ok", "green", f" {args.recipe}: catalog {recipe.catalog}, {recipe.shards} shards"))
     for p in plans:
         console.print(f"  {p.name:<11} fp={p.fingerprint}  cpus={p.resources.cpus:g} gpus={p.resources.gpus:g}")
     return EXIT_OK
@@ -50,7 +50,7 @@ def _catalog_root(arg: str) -> Path:
     if path.is_file() and path.suffix in (".yaml", ".yml"):
         return _load(arg).catalog
     if not path.is_dir():
-        err_console.print(f"[red]no catalog at {path}[/red] (give a catalog folder or a recipe)")
+        err_console.print(styled(f"no catalog at {path}", "red", " (give a catalog folder or a recipe)"))
         raise SystemExit(EXIT_BAD_RECIPE)
     return path
 
@@ -78,12 +78,12 @@ def cmd_sql(args) -> int:
                 try:
                     print_result(con.sql(buffer), args.format)
                 except duckdb.Error as exc:
-                    err_console.print(f"[red]{exc}[/red]", highlight=False)
+                    err_console.print(str(exc), style="red", highlight=False)
                 buffer = ""
     try:
         print_result(con.sql(args.command), args.format)
     except duckdb.Error as exc:
-        err_console.print(f"[red]{exc}[/red]\nviews: {', '.join(views)}", highlight=False)
+        err_console.print(styled(str(exc), "red", f"\nviews: {', '.join(views)}"), highlight=False)
         return EXIT_ERRORS
     return EXIT_OK
 

@@ -136,13 +136,45 @@ def _format_errors(path: Path, exc: ValidationError, model: type[BaseModel]) -> 
     return "\n".join(lines)
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping names the same key twice (plain YAML keeps the last one silently)."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key repeated in one mapping (``shards: 2`` ... ``shards: 3``)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:  # before merge keys (<<) are flattened in: those may be overridden
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:  # an unhashable key: SafeLoader reports it
+                    continue
+                if first is not key_node:
+                    raise DuplicateKeyError(f"line {key_node.start_mark.line + 1}: key {key!r} appears twice "
+                                            f"in one mapping (first at line {first.start_mark.line + 1}); "
+                                            "keep one")
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str):
+    """``yaml.safe_load`` that also refuses repeated keys."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def load_recipe(path: str | Path, ray_address: str | None = None) -> Recipe:
     """Read, interpolate and validate a recipe; raise RecipeError with a readable message."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = load_yaml(path.read_text())
     except FileNotFoundError:
         raise RecipeError(f"{path}: no such recipe file") from None
+    except DuplicateKeyError as exc:
+        raise RecipeError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(doc, dict):

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 
 from ..paths import data_dir
 
@@ -24,7 +25,7 @@ def _site(port: int, console: Console):
     try:
         return DemoSite(port=port)
     except OSError:  # the fixed port is taken: any free port works, the recipe reads the URL from the env
-        console.print(f"[yellow]port {port} is busy; serving the demo site on a free port[/yellow]")
+        console.print(f"port {port} is busy; serving the demo site on a free port", style="yellow", markup=False)
         return DemoSite(port=0)
 
 
@@ -78,7 +79,8 @@ def run_demo(port: int = 8765, recipe: str | None = None, console: Console | Non
                 code = run_and_report(recipe_model)
                 catalog = recipe_model.catalog
     con, views = connect(catalog)
-    console.print(f"\n[bold]Example query[/bold]  (curate sql {catalog} \"...\"; views: {', '.join(views)})")
+    console.print(Text.assemble("\n", ("Example query", "bold"),
+                                f"  (curate sql {catalog} \"...\"; views: {', '.join(views)})"))
     console.print(DEMO_QUERY, highlight=False)
     print_result(con.sql(DEMO_QUERY), "table")
     return code

@@ -28,7 +28,8 @@ from ..recipe import Recipe, RecipeError
 from .shards import shard_of
 from ..stages import available_stages
 from ..stages.base import Resources, Stage
-from .worker import ProgressBoard, ShardWorker, _digest
+from .lease import RunLease
+from .worker import ProgressBoard, Secret, ShardWorker, _digest
 
 log = logging.getLogger("curate.run.runner")
 
@@ -97,11 +98,9 @@ def _init_ray(recipe: Recipe, plans: list[StagePlan]):
 
     if ray.is_initialized():
         return ray, False
+    # Never a secret here: Ray writes runtime_env options to its logs (API keys go to
+    # the workers as constructor arguments, see Runner._secrets).
     env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
-    for p in plans:
-        for name in p.cls.required_env(p.cls.Params.model_validate(p.params)):
-            if name in os.environ:
-                env[name] = os.environ[name]
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                   runtime_env={"env_vars": env} if env else None)
     if recipe.ray.address:
@@ -174,6 +173,16 @@ class Runner:
         plans = plan(self.recipe)
         run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
         result = RunResult(run_id, self.recipe.catalog, plans)
+        # One run writes a catalog at a time; a dead run's lease is taken over (run/lease.py).
+        self.lease = RunLease(self.catalog.root, run_id)
+        self.lease.acquire()
+        try:
+            return self._run(plans, result)
+        finally:
+            self.lease.release()
+
+    def _run(self, plans: list[StagePlan], result: RunResult) -> RunResult:
+        run_id = result.run_id
         record = {
             "run_id": run_id,
             "recipe_path": str(self.recipe.path),
@@ -249,10 +258,12 @@ class Runner:
         n_workers = max(1, min(len(units), int(cluster_cpus // max(p.resources.cpus, 0.01)) or 1,
                                p.cls.max_workers or len(units)))
         Worker = ray.remote(ShardWorker)
+        secrets = self._secrets(p)
         def start_worker():
             return Worker.options(**p.resources.ray_options()).remote(
                 p.name, p.params, str(self.recipe.catalog), str(self.recipe.path.parent), self.recipe.shards,
-                p.fingerprint, p.inputs, p.resources.model_dump(), board)
+                p.fingerprint, p.inputs, p.resources.model_dump(), board,
+                run_id=self.lease.run_id, driver=self.lease.doc, secrets=secrets)
 
         actors = [start_worker() for _ in range(n_workers)]
         queue = list(units)
@@ -297,6 +308,13 @@ class Runner:
             ray.kill(actor)
         ray.kill(board)
         return errors
+
+    @staticmethod
+    def _secrets(p: StagePlan) -> dict[str, Secret]:
+        """The stage's API key variables, from the driver's environment. They reach the
+        worker as constructor arguments: Ray logs runtime_env env_vars, not arguments."""
+        names = p.cls.required_env(p.cls.Params.model_validate(p.params))
+        return {name: Secret(os.environ[name]) for name in names if name in os.environ}
 
     def _rows_to_do(self, p: StagePlan, units: list[int | None]) -> int:
         """Input rows of the pending units (the bar's total): sources for a root

@@ -129,6 +129,10 @@ class Stage:
     # row by row on long shards (None = the whole shard at once).
     progress_rows: ClassVar[int | None] = 8
     resources: ClassVar[Resources] = Resources()
+    # Output row keys a rerun already holds for the input rows it hands over (set by
+    # the worker: annotate's tasks that ended ok or failed when a sibling task is
+    # redone). A stage may skip making them; the worker drops any it makes anyway.
+    skip_row_keys: frozenset = frozenset()
 
     def __init__(self, params: Params, ctx: StageContext):
         self.params = params

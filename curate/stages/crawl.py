@@ -280,6 +280,8 @@ class CrawlStage(Stage):
         video_file = _downloaded_file(info, folder)
         if video_file is None:
             return base | status.failed("crawl.no_file", "yt-dlp reported success but wrote no video file")
+        if video_file.stat().st_size == 0:
+            return base | status.failed("crawl.empty_file", "the downloaded video file is empty (0 bytes)")
         try:
             media = probe(video_file)
         except CorruptMedia as exc:
