@@ -22,6 +22,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from .. import procs
+
 log = logging.getLogger("curate.llm")
 
 MODEL_ALIAS = "smollm2-135m-instruct"
@@ -85,7 +87,7 @@ class LocalLLM:
         self._log_file = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         # Offline by construction: the model is a local file, and nothing may try a hub.
         env = dict(os.environ, HF_HUB_OFFLINE="1")
-        self._proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
+        self._proc = procs.popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
         try:
             self._wait_ready()
         except BaseException:
@@ -126,7 +128,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080, *, n_ctx: int = 4096, n_thr
     """``curate llm serve``: run the server in the foreground until Ctrl-C; returns its exit code."""
     cmd = server_command(smollm2_gguf_path(), host, port, n_ctx=n_ctx, n_threads=n_threads)
     print(f"serving {MODEL_ALIAS} at http://{host}:{port}/v1 (model: {MODEL_ALIAS}); Ctrl-C stops it", flush=True)
-    proc = subprocess.Popen(cmd, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    proc = procs.popen(cmd, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     try:
         return proc.wait()
     except KeyboardInterrupt:

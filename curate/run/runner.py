@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..catalog import Catalog, atomic_write_json, fingerprint
+from ..procs import stdin_from_devnull
 from ..recipe import Recipe, RecipeError
 from .shards import shard_of
 from ..stages import available_stages
@@ -107,7 +108,9 @@ def _init_ray(recipe: Recipe, plans: list[StagePlan]):
     if recipe.ray.address:
         ray.init(address=recipe.ray.address, **kwargs)
     else:
-        ray.init(address="local", num_cpus=recipe.ray.num_cpus, **kwargs)  # never join a stray cluster
+        # Ray's daemons and the workers they fork inherit fd 0: never the user's terminal.
+        with stdin_from_devnull():
+            ray.init(address="local", num_cpus=recipe.ray.num_cpus, **kwargs)  # never join a stray cluster
     return ray, True
 
 

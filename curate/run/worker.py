@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..catalog import Catalog, StageDir
+from ..procs import detach_from_terminal
 from .shards import SHARD_COLUMN, join_inputs, read_stage_shard, shard_of
 from ..stages import stage_class
 from ..stages.base import Resources, StageContext, run_stage_on_table
@@ -33,6 +34,7 @@ def table_stats(table: pa.Table) -> dict:
 class ShardWorker:
     def __init__(self, stage: str, params: dict, catalog_root: str, recipe_dir: str, n_shards: int,
                  fingerprint: str, inputs: dict[str, str], resources: dict | None = None, board=None):
+        detach_from_terminal()  # before any model or library can start a child process
         self.cls = stage_class(stage)
         self.catalog = Catalog(Path(catalog_root))
         self.stage_dir = self.catalog.stage_dir(stage, fingerprint)
