@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 
-from .console import EXIT_BAD_RECIPE, EXIT_ERRORS, EXIT_OK, console, err_console, print_result
+from .console import EXIT_BAD_RECIPE, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, console, err_console, print_result
 
 
 def _load(recipe_path: str, ray_address: str | None = None):
@@ -41,7 +41,11 @@ def cmd_check(args) -> int:
 def cmd_run(args) -> int:
     from .console import run_and_report
 
-    return run_and_report(_load(args.recipe, args.ray_address))
+    recipe = _load(args.recipe, args.ray_address)
+    if args.connect_timeout is not None:
+        recipe = recipe.model_copy(update={"ray": recipe.ray.model_copy(
+            update={"connect_timeout_s": args.connect_timeout})})
+    return run_and_report(recipe)
 
 
 def _catalog_root(arg: str) -> Path:
@@ -144,6 +148,16 @@ def cmd_llm_serve(args) -> int:
     return serve(host=args.host, port=args.port, n_threads=args.threads)
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds in (0, 3600], got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curate", description="Build and curate video-LLM training data.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -152,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a recipe (resumes where an earlier run stopped)")
     p.add_argument("recipe")
     p.add_argument("--ray-address", default=None, help='Ray cluster address ("auto", host:port, ray://host:10001)')
+    p.add_argument("--connect-timeout", type=_positive_seconds, default=None, metavar="SECONDS",
+                   help="give up joining the cluster after this long (default: ray.connect_timeout_s, 30)")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("check", help="validate a recipe without running it")
@@ -193,7 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:  # outside a run's own handling (e.g. while loading models for check)
+        err_console.print("interrupted")
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import sys
 from rich.console import Console
 
 EXIT_OK, EXIT_ERRORS, EXIT_BAD_RECIPE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 # Wide tables when piped (CI logs, files); the terminal's width otherwise.
 console = Console(width=None if sys.stdout.isatty() else 150)
@@ -47,6 +48,7 @@ def _short(value, limit: int = 80) -> str:
 def run_and_report(recipe) -> int:
     """Run a loaded recipe, print its summary table and errors; the CLI's exit code."""
     from .recipe import RecipeError
+    from .run.cluster import ClusterUnreachable
     from .run.runner import Runner
     from .run.summary import summary_table
 
@@ -55,8 +57,16 @@ def run_and_report(recipe) -> int:
     except RecipeError as exc:
         err_console.print(f"[red]recipe refused[/red] (nothing was run):\n{exc}", highlight=False)
         return EXIT_BAD_RECIPE
+    except ClusterUnreachable as exc:
+        err_console.print(f"[red]error[/red] {exc}", highlight=False)
+        return EXIT_ERRORS
     console.print(summary_table(result.summaries, title=f"curate run {result.run_id}  ({recipe.catalog})"))
     for error in result.errors:
         err_console.print(f"[red]error[/red] {error}", highlight=False)
     console.print(f"run record: {result.record_path}")
+    if result.interrupted:
+        done = ", ".join(f"{name} {s['shards_done']}/{s['shards']}" for name, s in result.summaries.items())
+        err_console.print(f"[yellow]interrupted[/yellow]: shards done and kept: {done}; "
+                          f"resume with: curate run {recipe.path}", highlight=False)
+        return EXIT_INTERRUPTED
     return EXIT_OK if result.ok else EXIT_ERRORS

@@ -24,8 +24,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..catalog import Catalog, atomic_write_json, fingerprint
-from ..procs import stdin_from_devnull
 from ..recipe import Recipe, RecipeError
+from .cluster import ClusterUnreachable, init_ray
 from .shards import shard_of
 from ..stages import available_stages
 from ..stages.base import Resources, Stage
@@ -53,6 +53,7 @@ class RunResult:
     catalog: Path
     stages: list[StagePlan]
     errors: list[str] = field(default_factory=list)
+    interrupted: bool = False  # Ctrl-C: the record says "interrupted"; a rerun resumes
     record_path: Path | None = None
     summaries: dict[str, dict] = field(default_factory=dict)  # per stage: rows per status, codes, sums
 
@@ -83,6 +84,16 @@ def plan(recipe: Recipe) -> list[StagePlan]:
     return list(plans.values())
 
 
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+def _ray_up() -> bool:
+    import ray
+
+    return ray.is_initialized()
+
+
 def _versions() -> dict:
     out = {"python": platform.python_version()}
     for pkg in ("curate", "yt-dlp", "ray", "pyarrow", "duckdb", "faster-whisper", "open_clip_torch", "torch", "openai"):
@@ -105,12 +116,7 @@ def _init_ray(recipe: Recipe, plans: list[StagePlan]):
                 env[name] = os.environ[name]
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                   runtime_env={"env_vars": env} if env else None)
-    if recipe.ray.address:
-        ray.init(address=recipe.ray.address, **kwargs)
-    else:
-        # Ray's daemons and the workers they fork inherit fd 0: never the user's terminal.
-        with stdin_from_devnull():
-            ray.init(address="local", num_cpus=recipe.ray.num_cpus, **kwargs)  # never join a stray cluster
+    init_ray(recipe.ray.address, recipe.ray.num_cpus, recipe.ray.connect_timeout_s, **kwargs)
     return ray, True
 
 
@@ -204,7 +210,8 @@ class Runner:
                 for p in plans:
                     started = time.time()
                     if ray is None and self.pending(p)[0]:  # start Ray only when there is work
-                        ray, owns_ray = _init_ray(self.recipe, plans)
+                        owns_ray = not _ray_up()  # set first: a Ctrl-C may land while Ray starts
+                        ray, _ = _init_ray(self.recipe, plans)
                         record["ray"] = {"address": self.recipe.ray.address or "local",
                                          "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
                                          "resources": ray.cluster_resources()}
@@ -213,9 +220,19 @@ class Runner:
                     record["stages"][p.name] = {"seconds": round(time.time() - started, 3),
                                                 "fingerprint": p.fingerprint, "errors": errors}
                     self.catalog.write_run(run_id, record)
+        except ClusterUnreachable as exc:
+            record.update(status="failed", error=str(exc), finished_at=_now())
+            self.catalog.write_run(run_id, record)
+            raise
+        except KeyboardInterrupt:
+            # Ctrl-C: in-flight shards are abandoned with their workers (a shard's
+            # file and marker are each renamed into place, so none is half written).
+            result.interrupted = True
         finally:
-            if owns_ray:
-                ray.shutdown()
+            if owns_ray and _ray_up():
+                import ray as ray_module
+
+                ray_module.shutdown()
         from .summary import stage_summaries
 
         summaries = result.summaries = stage_summaries(self.catalog, {p.name: p.fingerprint for p in plans},
@@ -224,8 +241,9 @@ class Runner:
             record["stages"].setdefault(name, {}).update(summary)
         record["totals"] = {k: sum(s["sums"].get(k, 0) for s in summaries.values())
                             for k in ("prompt_tokens", "completion_tokens", "cost_usd")}
-        record["status"] = "finished" if result.ok else "finished_with_errors"
-        record["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+        record["status"] = ("interrupted" if result.interrupted
+                            else "finished" if result.ok else "finished_with_errors")
+        record["finished_at"] = _now()
         self.catalog.write_run(run_id, record)
         return result
 
