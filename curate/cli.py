@@ -62,9 +62,12 @@ def _catalog_root(arg: str) -> Path:
 def cmd_sql(args) -> int:
     import duckdb
 
-    from .sql import connect
+    from .sql import open_catalog
 
-    con, views = connect(_catalog_root(args.catalog))
+    opened = open_catalog(_catalog_root(args.catalog))
+    con, views = opened.con, opened.views
+    for notice in opened.notices:  # stderr: a query's output on stdout stays clean
+        err_console.print(f"notice: {notice}", markup=False, highlight=False)
     if args.command and args.query:
         err_console.print("give the query once: as the argument after the catalog, or with -c")
         return EXIT_BAD_RECIPE  # argparse also exits 2 on usage errors
@@ -97,6 +100,7 @@ def cmd_status(args) -> int:
 
     from .catalog import Catalog
     from .run.summary import STATUSES
+    from .sql import view_notices
 
     catalog = Catalog(_catalog_root(args.catalog))
     runs = catalog.runs()
@@ -104,26 +108,29 @@ def cmd_status(args) -> int:
     table = Table(title=f"catalog {catalog.root}", title_justify="left")
     for col in ("stage", "fingerprint", "done", "pending", *STATUSES):
         table.add_column(col, justify="left" if col in ("stage", "fingerprint") else "right")
-    n_shards = (last.get("recipe") or {}).get("shards")
     from .stages import STAGES
 
     order = list(STAGES)
+    notices = []
     for stage in sorted(catalog.stages(), key=lambda s: order.index(s) if s in order else len(order)):
-        sd = catalog.latest(stage)
-        if sd is None:
-            continue
-        meta = json.loads((sd.path / "stage.json").read_text())
-        total = meta.get("shards", n_shards) or 0
-        counts: dict = {}
-        done = 0
-        for s in range(total):
-            marker = sd.marker(s)
-            if marker:
-                done += 1
-                for k, v in marker.get("counts", {}).items():
-                    counts[k] = counts.get(k, 0) + v
-        table.add_row(stage, sd.fingerprint, str(done), str(total - done), *[str(counts.get(k, 0)) for k in STATUSES])
+        shown, newer = catalog.view_dir(stage)
+        notices += view_notices(stage, shown, newer)
+        # The fingerprint `curate sql` shows, and above it any newer one still partial.
+        for sd in [*newer, *([shown] if shown is not None else [])]:
+            total = sd.n_shards()
+            counts: dict = {}
+            done = 0
+            for s in range(total):
+                marker = sd.marker(s)
+                if marker:
+                    done += 1
+                    for k, v in marker.get("counts", {}).items():
+                        counts[k] = counts.get(k, 0) + v
+            label = sd.fingerprint + (" (view)" if sd is shown else " (partial)")
+            table.add_row(stage, label, str(done), str(total - done), *[str(counts.get(k, 0)) for k in STATUSES])
     console.print(table)
+    for notice in notices:
+        console.print(f"notice: {notice}", markup=False, highlight=False)
     if last:
         console.print(f"last run {last.get('run_id')}: {last.get('status')} (started {last.get('started_at')})")
     return EXIT_OK
