@@ -144,6 +144,7 @@ class Runner:
         self.recipe = recipe
         self.catalog = Catalog(recipe.catalog)
         self.console = console or Console(stderr=True)
+        self.spent: dict[str, dict[str, float]] = {}  # per stage: what this run paid (tokens, cost)
 
     # --- what is left to do ------------------------------------------------
     def _upstream_digest(self, p: StagePlan, shard: int) -> dict | None:
@@ -238,9 +239,13 @@ class Runner:
         summaries = result.summaries = stage_summaries(self.catalog, {p.name: p.fingerprint for p in plans},
                                                        self.recipe.shards)
         for name, summary in summaries.items():
+            summary["spent"] = self.spent.get(name, {})
             record["stages"].setdefault(name, {}).update(summary)
-        record["totals"] = {k: sum(s["sums"].get(k, 0) for s in summaries.values())
-                            for k in ("prompt_tokens", "completion_tokens", "cost_usd")}
+        # "totals": what this run paid (sum them over runs); "catalog_totals": what
+        # the rows of these fingerprints cost to make, over every run that made them.
+        keys = ("prompt_tokens", "completion_tokens", "cost_usd")
+        record["totals"] = {k: sum(s["spent"].get(k, 0) for s in summaries.values()) for k in keys}
+        record["catalog_totals"] = {k: sum(s["sums"].get(k, 0) for s in summaries.values()) for k in keys}
         record["status"] = ("interrupted" if result.interrupted
                             else "finished" if result.ok else "finished_with_errors")
         record["finished_at"] = _now()
@@ -252,7 +257,8 @@ class Runner:
         n_shards = self.recipe.shards
         shards_done = n_shards - len(blocked) - (n_shards if units == [None] else len(units))
         rows_todo = self._rows_to_do(p, units)
-        task = progress.add_task(p.name, total=max(rows_todo, 1), rows="up to date" if not units else f"0/{rows_todo} rows",
+        state = f"0/{rows_todo} rows" if units else "skipped" if blocked else "up to date"  # skipped: upstream not done
+        task = progress.add_task(p.name, total=max(rows_todo, 1), rows=state,
                                  shards=f"{shards_done}/{n_shards} shards")
         errors = []
         if blocked:
@@ -290,7 +296,7 @@ class Runner:
             ref = ready[0]
             actor, unit = running.pop(ref)
             try:
-                ray.get(ref)
+                out = ray.get(ref)
             except Exception as exc:  # a stage bug: report it, keep the other shards going
                 log.debug("shard failed", exc_info=True)
                 where = f"{p.name} shard {unit if unit is not None else 'all'}"
@@ -307,6 +313,9 @@ class Runner:
                     actor = start_worker()
                     actors.append(actor)
             else:
+                for k, v in (out.get("paid") or {}).items():
+                    self.spent.setdefault(p.name, {}).setdefault(k, 0)
+                    self.spent[p.name][k] += v
                 shards_done += n_shards if unit is None else 1
                 progress.update(task, shards=f"{shards_done}/{n_shards} shards")
             if queue:

@@ -98,7 +98,9 @@ class ShardWorker:
             if SHARD_COLUMN in table.column_names else {}
         if SHARD_COLUMN in todo.column_names:
             todo = todo.drop_columns([SHARD_COLUMN])
+        paid_before = self.stage.paid()
         new = self._process(todo, whole=shard is None)
+        paid = {k: v - paid_before.get(k, 0) for k, v in self.stage.paid().items()}
         result = pa.concat_tables([kept, new]) if kept is not None else new
         result = result.sort_by(self.cls.row_key) if result.num_rows else result
 
@@ -114,7 +116,7 @@ class ShardWorker:
                       "upstream": digest, "seconds": round(time.time() - started, 3),
                       "reprocessed_rows": todo.num_rows, "finished_at": time.time()} | table_stats(part)
             summaries.append(self.stage_dir.write_shard(s, part, marker))
-        return {"shards": summaries, "seconds": time.time() - started}
+        return {"shards": summaries, "seconds": time.time() - started, "paid": paid}
 
     def _process(self, todo: pa.Table, whole: bool) -> pa.Table:
         """Run the stage over ``todo`` in slices, telling the board after each one."""
