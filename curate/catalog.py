@@ -129,6 +129,11 @@ class StageDir:
                 os.fsync(f.fileno())
             doc = dict(marker, shard=shard, rows=table.num_rows, bytes=os.path.getsize(tmp),
                        sha256=sha256_file(Path(tmp)))
+            # Side tables the stage wrote for this shard (written before the marker):
+            # views show exactly these files, at these sizes.
+            doc["side_tables"] = {sub.name: {"bytes": f.stat().st_size} for sub in sorted(self.path.iterdir())
+                                  if sub.is_dir() and not sub.name.startswith("_")
+                                  and (f := sub / target.name).is_file()}
             with guard if guard is not None else contextlib.nullcontext():
                 os.replace(tmp, target)
                 _fsync_dir(self.path)
@@ -140,6 +145,30 @@ class StageDir:
 
     def read_shard(self, shard: int) -> pa.Table:
         return pq.read_table(self.shard_path(shard))
+
+    def has_marker(self, shard: int) -> bool:
+        """A cheap check for views: a readable marker naming the size of the file beside it
+        (``marker`` also checks the sha256)."""
+        try:
+            doc = json.loads(self.marker_path(shard).read_text())
+            return doc.get("bytes") == self.shard_path(shard).stat().st_size
+        except (OSError, json.JSONDecodeError, AttributeError):
+            return False
+
+    def n_shards(self) -> int:
+        """How many shards this fingerprint has (from stage.json; 0 if unreadable)."""
+        try:
+            return int(json.loads((self.path / "stage.json").read_text()).get("shards") or 0)
+        except (OSError, json.JSONDecodeError, ValueError):
+            return 0
+
+    def visible_shards(self) -> list[int]:
+        """Shards whose marker matches their file: the only ones a view shows."""
+        return [s for s in self.done_shards() if self.has_marker(s)]
+
+    def is_complete(self) -> bool:
+        n = self.n_shards()
+        return n > 0 and all(self.has_marker(s) for s in range(n))
 
     def done_shards(self) -> list[int]:
         done = self.path / "_done"
@@ -170,6 +199,33 @@ class Catalog:
                 return self.stage_dir(stage, fp)
         dirs = self.stage_dirs(stage)
         return dirs[-1] if dirs else None
+
+    def by_recency(self, stage: str) -> list[StageDir]:
+        """Every fingerprint of a stage, newest first: the one the latest run used
+        leads, then by how recently a run used it, then by stage.json age."""
+        last_use: dict[str, int] = {}
+        for n, run in enumerate(self.runs()):
+            fp = (run.get("fingerprints") or {}).get(stage)
+            if fp:
+                last_use[fp] = n
+        dirs = self.stage_dirs(stage)  # oldest stage.json first
+        ranked = sorted(enumerate(dirs), key=lambda e: (last_use.get(e[1].fingerprint, -1), e[0]), reverse=True)
+        return [d for _, d in ranked]
+
+    def view_dir(self, stage: str) -> tuple[StageDir | None, list[StageDir]]:
+        """(the fingerprint ``curate sql``'s view shows, the newer ones still partial).
+
+        The view shows the newest fingerprint whose every shard is done, so an
+        interrupted run with changed parameters never hides a finished table;
+        with none complete, the newest that has any finished shard."""
+        order = self.by_recency(stage)
+        for n, sd in enumerate(order):
+            if sd.is_complete():
+                return sd, order[:n]
+        for n, sd in enumerate(order):
+            if sd.visible_shards():
+                return sd, order[:n]
+        return None, order
 
     def stages(self) -> list[str]:
         base = self.root / "stages"

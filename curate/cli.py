@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 
-from .console import EXIT_BAD_RECIPE, EXIT_ERRORS, EXIT_OK, console, err_console, print_result, styled
+from .console import EXIT_BAD_RECIPE, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, console, err_console, print_result, styled
 
 
 def _load(recipe_path: str, ray_address: str | None = None):
@@ -41,7 +41,11 @@ def cmd_check(args) -> int:
 def cmd_run(args) -> int:
     from .console import run_and_report
 
-    return run_and_report(_load(args.recipe, args.ray_address))
+    recipe = _load(args.recipe, args.ray_address)
+    if args.connect_timeout is not None:
+        recipe = recipe.model_copy(update={"ray": recipe.ray.model_copy(
+            update={"connect_timeout_s": args.connect_timeout})})
+    return run_and_report(recipe)
 
 
 def _catalog_root(arg: str) -> Path:
@@ -58,9 +62,12 @@ def _catalog_root(arg: str) -> Path:
 def cmd_sql(args) -> int:
     import duckdb
 
-    from .sql import connect
+    from .sql import open_catalog
 
-    con, views = connect(_catalog_root(args.catalog))
+    opened = open_catalog(_catalog_root(args.catalog))
+    con, views = opened.con, opened.views
+    for notice in opened.notices:  # stderr: a query's output on stdout stays clean
+        err_console.print(f"notice: {notice}", markup=False, highlight=False)
     if args.command and args.query:
         err_console.print("give the query once: as the argument after the catalog, or with -c")
         return EXIT_BAD_RECIPE  # argparse also exits 2 on usage errors
@@ -93,6 +100,7 @@ def cmd_status(args) -> int:
 
     from .catalog import Catalog
     from .run.summary import STATUSES
+    from .sql import view_notices
 
     catalog = Catalog(_catalog_root(args.catalog))
     runs = catalog.runs()
@@ -100,26 +108,29 @@ def cmd_status(args) -> int:
     table = Table(title=f"catalog {catalog.root}", title_justify="left")
     for col in ("stage", "fingerprint", "done", "pending", *STATUSES):
         table.add_column(col, justify="left" if col in ("stage", "fingerprint") else "right")
-    n_shards = (last.get("recipe") or {}).get("shards")
     from .stages import STAGES
 
     order = list(STAGES)
+    notices = []
     for stage in sorted(catalog.stages(), key=lambda s: order.index(s) if s in order else len(order)):
-        sd = catalog.latest(stage)
-        if sd is None:
-            continue
-        meta = json.loads((sd.path / "stage.json").read_text())
-        total = meta.get("shards", n_shards) or 0
-        counts: dict = {}
-        done = 0
-        for s in range(total):
-            marker = sd.marker(s)
-            if marker:
-                done += 1
-                for k, v in marker.get("counts", {}).items():
-                    counts[k] = counts.get(k, 0) + v
-        table.add_row(stage, sd.fingerprint, str(done), str(total - done), *[str(counts.get(k, 0)) for k in STATUSES])
+        shown, newer = catalog.view_dir(stage)
+        notices += view_notices(stage, shown, newer)
+        # The fingerprint `curate sql` shows, and above it any newer one still partial.
+        for sd in [*newer, *([shown] if shown is not None else [])]:
+            total = sd.n_shards()
+            counts: dict = {}
+            done = 0
+            for s in range(total):
+                marker = sd.marker(s)
+                if marker:
+                    done += 1
+                    for k, v in marker.get("counts", {}).items():
+                        counts[k] = counts.get(k, 0) + v
+            label = sd.fingerprint + (" (view)" if sd is shown else " (partial)")
+            table.add_row(stage, label, str(done), str(total - done), *[str(counts.get(k, 0)) for k in STATUSES])
     console.print(table)
+    for notice in notices:
+        console.print(f"notice: {notice}", markup=False, highlight=False)
     if last:
         console.print(f"last run {last.get('run_id')}: {last.get('status')} (started {last.get('started_at')})")
     return EXIT_OK
@@ -144,6 +155,16 @@ def cmd_llm_serve(args) -> int:
     return serve(host=args.host, port=args.port, n_threads=args.threads)
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds in (0, 3600], got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curate", description="Build and curate video-LLM training data.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -152,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a recipe (resumes where an earlier run stopped)")
     p.add_argument("recipe")
     p.add_argument("--ray-address", default=None, help='Ray cluster address ("auto", host:port, ray://host:10001)')
+    p.add_argument("--connect-timeout", type=_positive_seconds, default=None, metavar="SECONDS",
+                   help="give up joining the cluster after this long (default: ray.connect_timeout_s, 30)")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("check", help="validate a recipe without running it")
@@ -193,7 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:  # outside a run's own handling (e.g. while loading models for check)
+        err_console.print("interrupted")
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.text import Text
 
 EXIT_OK, EXIT_ERRORS, EXIT_BAD_RECIPE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 # Wide tables when piped (CI logs, files); the terminal's width otherwise.
 # Markup and emoji codes are off: titles, paths, recipe values and error
@@ -57,6 +58,7 @@ def _short(value, limit: int = 80) -> str:
 def run_and_report(recipe) -> int:
     """Run a loaded recipe, print its summary table and errors; the CLI's exit code."""
     from .recipe import RecipeError
+    from .run.cluster import ClusterUnreachable
     from .run.lease import CatalogBusy
     from .run.runner import Runner
     from .run.summary import summary_table
@@ -69,8 +71,16 @@ def run_and_report(recipe) -> int:
     except CatalogBusy as exc:
         err_console.print(styled("catalog busy", "red", f" (nothing was run): {exc}"), highlight=False)
         return EXIT_ERRORS
+    except ClusterUnreachable as exc:
+        err_console.print(styled("error", "red", f" {exc}"), highlight=False)
+        return EXIT_ERRORS
     console.print(summary_table(result.summaries, title=f"curate run {result.run_id}  ({recipe.catalog})"))
     for error in result.errors:
         err_console.print(styled("error", "red", f" {error}"), highlight=False)
     console.print(f"run record: {result.record_path}")
+    if result.interrupted:
+        done = ", ".join(f"{name} {s['shards_done']}/{s['shards']}" for name, s in result.summaries.items())
+        err_console.print(styled("interrupted", "yellow", f": shards done and kept: {done}; "
+                                                          f"resume with: curate run {recipe.path}"), highlight=False)
+        return EXIT_INTERRUPTED
     return EXIT_OK if result.ok else EXIT_ERRORS

@@ -29,7 +29,8 @@ class RecipeError(Exception):
 class RayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     address: str | None = Field(None, description='null = local Ray; "auto" or ray://host:10001 = a cluster')
-    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray (default: all)")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray (default: all); ignored on a cluster")
+    connect_timeout_s: float = Field(30.0, gt=0, le=3600, description="give up joining a cluster after this long")
 
 
 class Recipe(BaseModel):

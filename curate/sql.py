@@ -1,13 +1,17 @@
 """`curate sql`: DuckDB over a catalog, one view per table.
 
-Views: ``<stage>`` (the fingerprint the latest run used), ``<stage>_all``
-(every fingerprint, with an ``fp`` column), a view per side table a stage
-wrote (e.g. ``frame_embeddings``), and ``runs`` (the run records). Only
-shards with a completion marker are visible: a half-written file never is.
+Views: ``<stage>`` (the newest fingerprint whose shards are all done, see
+``Catalog.view_dir``), ``<stage>_all`` (every fingerprint, with an ``fp``
+column), a view per side table a stage wrote (e.g. ``frame_embeddings``),
+and ``runs`` (the run records). Only shards whose completion marker matches
+their file are visible, side tables' shards included: a half-written or
+stray file never is.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -20,13 +24,23 @@ def _ident(name: str) -> str:
 
 
 def _files(sd: StageDir) -> list[str]:
-    return [str(sd.shard_path(s)) for s in sd.done_shards() if sd.shard_path(s).exists()]
+    return [str(sd.shard_path(s)) for s in sd.visible_shards()]
 
 
 def _side_tables(sd: StageDir) -> dict[str, list[str]]:
+    """Side tables' files of the shards whose marker is valid (a stray file never shows)."""
+    markers = {s: json.loads(sd.marker_path(s).read_text()) for s in sd.visible_shards()}
     out = {}
     for sub in sorted(p for p in sd.path.iterdir() if p.is_dir() and not p.name.startswith("_")):
-        files = sorted(str(f) for f in sub.glob("shard=*.parquet"))
+        files = []
+        for s, marker in markers.items():
+            f = sub / sd.shard_path(s).name
+            listed = marker.get("side_tables")
+            if not f.is_file():
+                continue
+            # Markers written before side tables were listed: the shard's marker alone decides.
+            if listed is None or (listed.get(sub.name) or {}).get("bytes") == f.stat().st_size:
+                files.append(str(f))
         if files:
             out[sub.name] = files
     return out
@@ -37,30 +51,59 @@ def _parquet(files: list[str], extra: str = "") -> str:
     return f"read_parquet([{listed}], union_by_name = true{extra})"
 
 
-def connect(catalog_root: Path) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
-    """An in-memory DuckDB with views over the catalog; returns (connection, view names)."""
+@dataclass
+class CatalogViews:
+    con: duckdb.DuckDBPyConnection
+    views: list[str]
+    notices: list[str] = field(default_factory=list)  # e.g. a newer fingerprint still partial
+
+
+def shards_text(sd: StageDir) -> str:
+    return f"{len(sd.visible_shards())}/{sd.n_shards() or '?'} shards"
+
+
+def view_notices(stage: str, shown: StageDir | None, newer: list[StageDir]) -> list[str]:
+    """What a reader of ``stage``'s view should know: newer partial output, or a partial view."""
+    out = []
+    if shown is not None and not shown.is_complete():
+        out.append(f"{stage}: no fingerprint is complete; the view shows fp={shown.fingerprint} "
+                   f"({shards_text(shown)})")
+    for sd in newer:
+        out.append(f"{stage}: a newer fingerprint fp={sd.fingerprint} is partial ({shards_text(sd)}); "
+                   f"the view shows fp={shown.fingerprint if shown else '-'}; {stage}_all has every fingerprint "
+                   f"(resume with curate run)")
+    return out
+
+
+def open_catalog(catalog_root: Path) -> CatalogViews:
+    """An in-memory DuckDB with views over the catalog, and notices about them."""
     catalog = Catalog(catalog_root)
     con = duckdb.connect(":memory:")
-    views = []
+    out = CatalogViews(con, [])
     for stage in catalog.stages():
-        latest = catalog.latest(stage)
-        if latest is None:
-            continue
-        files = _files(latest)
+        shown, newer = catalog.view_dir(stage)
+        out.notices += view_notices(stage, shown, newer)
+        files = _files(shown) if shown is not None else []
         if files:
             con.execute(f"CREATE VIEW {_ident(stage)} AS SELECT * FROM {_parquet(files)}")
-            views.append(stage)
+            out.views.append(stage)
         all_files = [f for sd in catalog.stage_dirs(stage) for f in _files(sd)]
         if all_files:
             con.execute(f"CREATE VIEW {_ident(stage + '_all')} AS SELECT * FROM "
                         f"{_parquet(all_files, ', hive_partitioning = true')}")
-            views.append(stage + "_all")
-        for side, side_files in _side_tables(latest).items():
+            out.views.append(stage + "_all")
+        for side, side_files in (_side_tables(shown) if shown is not None else {}).items():
             con.execute(f"CREATE VIEW {_ident(side)} AS SELECT * FROM {_parquet(side_files)}")
-            views.append(side)
+            out.views.append(side)
     runs = sorted((catalog.root / "runs").glob("*.json"))
     if runs:
         listed = ", ".join("'" + str(p).replace("'", "''") + "'" for p in runs)
         con.execute(f"CREATE VIEW runs AS SELECT * FROM read_json_auto([{listed}], union_by_name = true)")
-        views.append("runs")
-    return con, views
+        out.views.append("runs")
+    return out
+
+
+def connect(catalog_root: Path) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
+    """An in-memory DuckDB with views over the catalog; returns (connection, view names)."""
+    views = open_catalog(catalog_root)
+    return views.con, views.views

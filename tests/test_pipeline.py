@@ -5,6 +5,7 @@ local model is exercised in test_annotate.py; here speed matters)."""
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from curate.catalog import Catalog
@@ -59,8 +60,14 @@ def test_demo_recipe_runs_every_stage_and_resumes_to_a_no_op(tmp_path, demo_site
 
         markers = {s: {m.name: m.read_text() for m in Catalog(catalog).latest(s).path.glob("_done/*.json")}
                    for s in STAGES}
+        first = run["totals"]
         Runner(load_recipe(recipe)).run()
         assert llm.count == sent, "a finished run sends no request again"
+        # The no-op rerun paid nothing; the catalog still holds what the first run paid.
+        rerun = Catalog(catalog).runs()[-1]
+        assert rerun["run_id"] != run["run_id"]
+        assert rerun["totals"] == {"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0}
+        assert rerun["catalog_totals"] == pytest.approx(first)
         for s in STAGES:
             assert {m.name: m.read_text() for m in Catalog(catalog).latest(s).path.glob("_done/*.json")} == markers[s]
 

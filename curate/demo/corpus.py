@@ -23,13 +23,14 @@ import math
 import random
 import re
 import shutil
-import subprocess
 import tempfile
 import wave
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .. import procs
 
 DEMO_DATA: Path = Path(__file__).resolve().parent / "data"
 
@@ -132,7 +133,7 @@ def _require_tool(tool: str) -> str:
 def synthesize_word(word: str) -> np.ndarray:
     """One word as int16 mono samples at SAMPLE_RATE, silence trimmed at SPEECH_THRESHOLD."""
     cmd = [_require_tool("espeak-ng"), "-v", VOICE, "-s", str(WORDS_PER_MINUTE), "--stdout", "--", word]
-    wav_bytes = subprocess.run(cmd, capture_output=True, check=True).stdout
+    wav_bytes = procs.run(cmd, capture_output=True, check=True).stdout
     with wave.open(io.BytesIO(wav_bytes)) as wav:
         if wav.getframerate() != SAMPLE_RATE or wav.getnchannels() != 1:
             got = f"{wav.getframerate()} Hz x {wav.getnchannels()} channels"
@@ -194,7 +195,7 @@ def render_scene(shape: str, color: str, topic: str, background: tuple[int, int,
 
 def _run_ffmpeg(args: list[str]) -> None:
     cmd = [_require_tool("ffmpeg"), "-hide_banner", "-loglevel", "error", "-y", *args]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = procs.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"ffmpeg failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
 

@@ -65,6 +65,8 @@ class Budget:
     max_tokens_total: int | None = None
     spent_usd: float = 0.0
     tokens_total: int = 0
+    prompt_tokens: int = 0  # billed by the endpoint through this budget (cache hits excluded)
+    completion_tokens: int = 0
     exhausted: bool = False
     _reserved_usd: float = 0.0
     _reserved_tokens: int = 0
@@ -102,6 +104,8 @@ class Budget:
         cost = self.cost(held.model, prompt_tokens, completion_tokens)
         self.spent_usd += cost
         self.tokens_total += prompt_tokens + completion_tokens
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
         return cost
 
     def release(self, held: Reservation) -> None:

@@ -16,12 +16,13 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from .. import procs
 
 log = logging.getLogger("curate.llm")
 
@@ -74,7 +75,7 @@ class LocalLLM:
         self.n_ctx, self.n_threads = n_ctx, n_threads
         self.startup_timeout_s = startup_timeout_s
         self.log_path = log_path
-        self._proc: subprocess.Popen | None = None
+        self._proc: procs.Popen | None = None
         self._log_file = None
 
     @property
@@ -83,10 +84,10 @@ class LocalLLM:
 
     def __enter__(self) -> "LocalLLM":
         cmd = server_command(smollm2_gguf_path(), self.host, self.port, n_ctx=self.n_ctx, n_threads=self.n_threads)
-        self._log_file = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self._log_file = open(self.log_path, "ab") if self.log_path else procs.DEVNULL
         # Offline by construction: the model is a local file, and nothing may try a hub.
         env = dict(os.environ, HF_HUB_OFFLINE="1")
-        self._proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
+        self._proc = procs.popen(cmd, stdout=self._log_file, stderr=procs.STDOUT, env=env)
         try:
             self._wait_ready()
         except BaseException:
@@ -116,10 +117,10 @@ class LocalLLM:
             self._proc.terminate()
             try:
                 self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+            except procs.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
-        if self._log_file not in (None, subprocess.DEVNULL):
+        if self._log_file not in (None, procs.DEVNULL):
             self._log_file.close()
 
 
@@ -134,12 +135,12 @@ def _die_with_parent() -> None:
         pass
 
 
-def _stop(proc: subprocess.Popen, timeout_s: float = 10.0) -> int:
+def _stop(proc: procs.Popen, timeout_s: float = 10.0) -> int:
     if proc.poll() is None:
         proc.terminate()
         try:
             proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
+        except procs.TimeoutExpired:
             proc.kill()
     return proc.wait()
 
@@ -161,8 +162,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080, *, n_ctx: int = 4096, n_thr
     proc = None
     try:
         print(f"serving {MODEL_ALIAS} at http://{host}:{port}/v1 (model: {MODEL_ALIAS}); Ctrl-C stops it", flush=True)
-        proc = subprocess.Popen(cmd, env=dict(os.environ, HF_HUB_OFFLINE="1"), stdin=subprocess.DEVNULL,
-                                preexec_fn=_die_with_parent)
+        proc = procs.popen(cmd, env=dict(os.environ, HF_HUB_OFFLINE="1"), preexec_fn=_die_with_parent)
         return proc.wait()
     except KeyboardInterrupt:
         return _stop(proc) if proc is not None else 130

@@ -25,6 +25,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..catalog import Catalog, atomic_write_json, fingerprint
 from ..recipe import Recipe, RecipeError
+from .cluster import ClusterUnreachable, init_ray
 from .shards import shard_of
 from ..stages import available_stages
 from ..stages.base import Resources, Stage
@@ -53,6 +54,7 @@ class RunResult:
     catalog: Path
     stages: list[StagePlan]
     errors: list[str] = field(default_factory=list)
+    interrupted: bool = False  # Ctrl-C: the record says "interrupted"; a rerun resumes
     record_path: Path | None = None
     summaries: dict[str, dict] = field(default_factory=dict)  # per stage: rows per status, codes, sums
 
@@ -83,6 +85,16 @@ def plan(recipe: Recipe) -> list[StagePlan]:
     return list(plans.values())
 
 
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+def _ray_up() -> bool:
+    import ray
+
+    return ray.is_initialized()
+
+
 def _versions() -> dict:
     out = {"python": platform.python_version()}
     for pkg in ("curate", "yt-dlp", "ray", "pyarrow", "duckdb", "faster-whisper", "open_clip_torch", "torch", "openai"):
@@ -103,10 +115,7 @@ def _init_ray(recipe: Recipe, plans: list[StagePlan]):
     env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                   runtime_env={"env_vars": env} if env else None)
-    if recipe.ray.address:
-        ray.init(address=recipe.ray.address, **kwargs)
-    else:
-        ray.init(address="local", num_cpus=recipe.ray.num_cpus, **kwargs)  # never join a stray cluster
+    init_ray(recipe.ray.address, recipe.ray.num_cpus, recipe.ray.connect_timeout_s, **kwargs)
     return ray, True
 
 
@@ -134,6 +143,7 @@ class Runner:
         self.recipe = recipe
         self.catalog = Catalog(recipe.catalog)
         self.console = console or Console(stderr=True)
+        self.spent: dict[str, dict[str, float]] = {}  # per stage: what this run paid (tokens, cost)
 
     # --- what is left to do ------------------------------------------------
     def _upstream_digest(self, p: StagePlan, shard: int) -> dict | None:
@@ -210,7 +220,8 @@ class Runner:
                 for p in plans:
                     started = time.time()
                     if ray is None and self.pending(p)[0]:  # start Ray only when there is work
-                        ray, owns_ray = _init_ray(self.recipe, plans)
+                        owns_ray = not _ray_up()  # set first: a Ctrl-C may land while Ray starts
+                        ray, _ = _init_ray(self.recipe, plans)
                         record["ray"] = {"address": self.recipe.ray.address or "local",
                                          "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
                                          "resources": ray.cluster_resources()}
@@ -219,19 +230,34 @@ class Runner:
                     record["stages"][p.name] = {"seconds": round(time.time() - started, 3),
                                                 "fingerprint": p.fingerprint, "errors": errors}
                     self.catalog.write_run(run_id, record)
+        except ClusterUnreachable as exc:
+            record.update(status="failed", error=str(exc), finished_at=_now())
+            self.catalog.write_run(run_id, record)
+            raise
+        except KeyboardInterrupt:
+            # Ctrl-C: in-flight shards are abandoned with their workers (a shard's
+            # file and marker are each renamed into place, so none is half written).
+            result.interrupted = True
         finally:
-            if owns_ray:
-                ray.shutdown()
+            if owns_ray and _ray_up():
+                import ray as ray_module
+
+                ray_module.shutdown()
         from .summary import stage_summaries
 
         summaries = result.summaries = stage_summaries(self.catalog, {p.name: p.fingerprint for p in plans},
                                                        self.recipe.shards)
         for name, summary in summaries.items():
+            summary["spent"] = self.spent.get(name, {})
             record["stages"].setdefault(name, {}).update(summary)
-        record["totals"] = {k: sum(s["sums"].get(k, 0) for s in summaries.values())
-                            for k in ("prompt_tokens", "completion_tokens", "cost_usd")}
-        record["status"] = "finished" if result.ok else "finished_with_errors"
-        record["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+        # "totals": what this run paid (sum them over runs); "catalog_totals": what
+        # the rows of these fingerprints cost to make, over every run that made them.
+        keys = ("prompt_tokens", "completion_tokens", "cost_usd")
+        record["totals"] = {k: sum(s["spent"].get(k, 0) for s in summaries.values()) for k in keys}
+        record["catalog_totals"] = {k: sum(s["sums"].get(k, 0) for s in summaries.values()) for k in keys}
+        record["status"] = ("interrupted" if result.interrupted
+                            else "finished" if result.ok else "finished_with_errors")
+        record["finished_at"] = _now()
         self.catalog.write_run(run_id, record)
         return result
 
@@ -240,7 +266,8 @@ class Runner:
         n_shards = self.recipe.shards
         shards_done = n_shards - len(blocked) - (n_shards if units == [None] else len(units))
         rows_todo = self._rows_to_do(p, units)
-        task = progress.add_task(p.name, total=max(rows_todo, 1), rows="up to date" if not units else f"0/{rows_todo} rows",
+        state = f"0/{rows_todo} rows" if units else "skipped" if blocked else "up to date"  # skipped: upstream not done
+        task = progress.add_task(p.name, total=max(rows_todo, 1), rows=state,
                                  shards=f"{shards_done}/{n_shards} shards")
         errors = []
         if blocked:
@@ -280,7 +307,7 @@ class Runner:
             ref = ready[0]
             actor, unit = running.pop(ref)
             try:
-                ray.get(ref)
+                out = ray.get(ref)
             except Exception as exc:  # a stage bug: report it, keep the other shards going
                 log.debug("shard failed", exc_info=True)
                 where = f"{p.name} shard {unit if unit is not None else 'all'}"
@@ -297,6 +324,9 @@ class Runner:
                     actor = start_worker()
                     actors.append(actor)
             else:
+                for k, v in (out.get("paid") or {}).items():
+                    self.spent.setdefault(p.name, {}).setdefault(k, 0)
+                    self.spent[p.name][k] += v
                 shards_done += n_shards if unit is None else 1
                 progress.update(task, shards=f"{shards_done}/{n_shards} shards")
             if queue:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import collections
 
+from rich import box
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from ..catalog import Catalog
 
@@ -33,27 +36,35 @@ def stage_summaries(catalog: Catalog, fingerprints: dict[str, str], n_shards: in
     return out
 
 
-def summary_table(summaries: dict[str, dict], title: str = "curate run summary") -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("stage", style="bold")
-    table.add_column("shards", justify="right")
-    table.add_column("rows", justify="right")
+def _tokens(sums: dict) -> str:
+    return f"{int(sums.get('prompt_tokens', 0))}/{int(sums.get('completion_tokens', 0))} tokens"
+
+
+def summary_table(summaries: dict[str, dict], title: str = "curate run summary") -> Group:
+    """Rows per status per stage, then the frequent error codes and the LLM spend
+    (what this run paid, ``spent``, next to what the catalog's rows cost over
+    every run, ``sums``). Fits 80 columns: names and codes are never cut."""
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("stage", style="bold", no_wrap=True)
+    table.add_column("shards", justify="right", no_wrap=True)
+    table.add_column("rows", justify="right", no_wrap=True)
     for s in STATUSES:
-        table.add_column(s, justify="right", style={"ok": "green", "filtered": "yellow",
-                                                    "failed": "red", "transient": "magenta"}[s])
-    table.add_column("top error codes", overflow="fold")
-    show_llm = any(s["sums"] for s in summaries.values())
-    if show_llm:
-        table.add_column("tokens in/out", justify="right")
-        table.add_column("cost $", justify="right")
+        table.add_column(s, justify="right", no_wrap=True, style={
+            "ok": "green", "filtered": "yellow", "failed": "red", "transient": "magenta"}[s])
     for stage, s in summaries.items():
-        codes = ", ".join(f"{c}×{n}" for c, n in list(s["error_codes"].items())[:3])
-        row = [stage, f"{s['shards_done']}/{s['shards']}", str(s["rows"])]
-        row += [str(s["counts"].get(k, 0)) for k in STATUSES]
-        row.append(codes or "-")
-        if show_llm:
-            sums = s["sums"]
-            row.append(f"{int(sums.get('prompt_tokens', 0))}/{int(sums.get('completion_tokens', 0))}" if sums else "-")
-            row.append(f"{sums.get('cost_usd', 0):.4f}" if sums else "-")
-        table.add_row(*row)
-    return table
+        table.add_row(stage, f"{s['shards_done']}/{s['shards']}", str(s["rows"]),
+                      *[str(s["counts"].get(k, 0)) for k in STATUSES])
+    parts: list = [table]
+    width = max([len(name) for name in summaries] or [0])
+    codes = [Text.assemble((f"  {stage:<{width}}  ", "bold"),
+                           ", ".join(f"{c} ×{n}" for c, n in list(s["error_codes"].items())[:3]))
+             for stage, s in summaries.items() if s["error_codes"]]
+    if codes:
+        parts += [Text("top error codes:"), *codes]
+    for stage, s in summaries.items():
+        spent = s.get("spent") or {}
+        if s["sums"] or spent:
+            parts.append(Text(f"LLM ({stage}): this run paid {_tokens(spent)}, ${spent.get('cost_usd', 0):.4f}; "
+                              f"the catalog's rows cost {_tokens(s['sums'])}, ${s['sums'].get('cost_usd', 0):.4f} "
+                              f"over every run that made them"))
+    return Group(*parts)

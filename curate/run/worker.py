@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..catalog import Catalog, StageDir
+from ..procs import detach_from_terminal
 from .lease import WorkerLease
 from .shards import SHARD_COLUMN, join_inputs, read_stage_shard, shard_of
 from ..stages import stage_class
@@ -54,6 +55,7 @@ class ShardWorker:
     def __init__(self, stage: str, params: dict, catalog_root: str, recipe_dir: str, n_shards: int,
                  fingerprint: str, inputs: dict[str, str], resources: dict | None = None, board=None, *,
                  run_id: str | None = None, driver: dict | None = None, secrets: dict[str, Secret] | None = None):
+        detach_from_terminal()  # before any model or library can start a child process
         # The stage reads its key from the environment, as when run by hand (never logged, never a file).
         for name, secret in (secrets or {}).items():
             os.environ[name] = secret.reveal()
@@ -132,7 +134,9 @@ class ShardWorker:
         row_key = self.cls.row_key
         keep_rows = set(kept.filter(pc.is_in(kept.column(key), pa.array(list(retry), kept.schema.field(key).type)))
                         .column(row_key).to_pylist()) if kept is not None and retry and row_key != key else set()
+        paid_before = self.stage.paid()
         new = self._process(todo, whole=shard is None, skip=keep_rows)
+        paid = {k: v - paid_before.get(k, 0) for k, v in self.stage.paid().items()}
         if keep_rows:
             new = new.filter(pc.invert(pc.is_in(new.column(row_key), pa.array(list(keep_rows), new.schema.field(row_key).type))))
         result = pa.concat_tables([kept, new]) if kept is not None else new
@@ -151,7 +155,7 @@ class ShardWorker:
                       "reprocessed_rows": todo.num_rows, "finished_at": time.time()} | table_stats(part)
             guard = self.lease.commit() if self.lease is not None else None
             summaries.append(self.stage_dir.write_shard(s, part, marker, guard=guard))
-        return {"shards": summaries, "seconds": time.time() - started}
+        return {"shards": summaries, "seconds": time.time() - started, "paid": paid}
 
     def _process(self, todo: pa.Table, whole: bool, skip: set | None = None) -> pa.Table:
         """Run the stage over ``todo`` in slices, telling the board after each one."""

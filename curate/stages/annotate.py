@@ -186,6 +186,10 @@ class AnnotateStage(Stage):
                       self.budget.tokens_total)
         return rows
 
+    def paid(self) -> dict[str, float]:
+        b = self.budget
+        return {"prompt_tokens": b.prompt_tokens, "completion_tokens": b.completion_tokens, "cost_usd": b.spent_usd}
+
     async def _annotate(self, clip: Clip, task_name: str) -> dict:
         p: AnnotateParams = self.params
         task = get_task(task_name)

@@ -184,6 +184,12 @@ class Stage:
     def teardown(self) -> None:
         """Release what ``setup`` took."""
 
+    def paid(self) -> dict[str, float]:
+        """Running totals of what this worker paid for since ``setup``, named like
+        the summed columns (prompt_tokens, completion_tokens, cost_usd); cache hits
+        excluded. The run record sums them per run."""
+        return {}
+
 
 def run_stage_on_table(stage: Stage, table: pa.Table) -> pa.Table:
     """Run ``stage.process`` on a table and conform the result to the stage's schema.

@@ -1,0 +1,102 @@
+"""What `curate sql` and `curate status` show: the newest fingerprint whose
+every shard is done (a newer partial one is named in a notice), every
+fingerprint in `<stage>_all`, and side tables only through their shard's
+marker. The catalog is written with the catalog's own writer, no run needed."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.catalog import Catalog, atomic_write_json
+
+
+def _stage(catalog: Catalog, stage: str, fp: str, shards: int):
+    sd = catalog.stage_dir(stage, fp)
+    atomic_write_json(sd.path / "stage.json", {"stage": stage, "fingerprint": fp, "shards": shards})
+    return sd
+
+
+def _rows(*keys: str) -> pa.Table:
+    return pa.table({"video_id": list(keys), "status": ["ok"] * len(keys),
+                     "error_code": pa.array([None] * len(keys), pa.string())})
+
+
+def _run(catalog: Catalog, n: int, fps: dict, status: str = "finished") -> None:
+    catalog.write_run(f"run{n}", {"run_id": f"run{n}", "started_at": f"2026-01-0{n}T00:00:00",
+                                  "fingerprints": fps, "status": status})
+
+
+def _sql(helpers, root, query):
+    result = helpers.run_cli("sql", str(root), "--format", "json", "-c", query)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout), result.stderr
+
+
+def test_view_shows_the_newest_complete_fingerprint_and_names_a_partial_newer_one(tmp_path, helpers):
+    catalog = Catalog(tmp_path / "cat")
+    old = _stage(catalog, "crawl", "a" * 16, 2)
+    old.write_shard(0, _rows("v1"), {})
+    old.write_shard(1, _rows("v2"), {})
+    _run(catalog, 1, {"crawl": old.fingerprint})
+    # A run with a changed parameter, interrupted after one of two shards.
+    new = _stage(catalog, "crawl", "b" * 16, 2)
+    new.write_shard(0, _rows("v1-new"), {})
+    _run(catalog, 2, {"crawl": new.fingerprint}, status="interrupted")
+
+    rows, err = _sql(helpers, catalog.root, "select video_id from crawl order by 1")
+    assert [r["video_id"] for r in rows] == ["v1", "v2"]
+    assert f"fp={new.fingerprint} is partial (1/2 shards)" in err and f"shows fp={old.fingerprint}" in err
+    rows, _ = _sql(helpers, catalog.root, "select fp, count(*) as n from crawl_all group by 1 order by 1")
+    assert rows == [{"fp": old.fingerprint, "n": 2}, {"fp": new.fingerprint, "n": 1}]
+
+    status = helpers.run_cli("status", str(catalog.root))
+    assert status.returncode == 0, status.stderr
+    assert new.fingerprint in status.stdout and old.fingerprint in status.stdout
+    assert "partial (1/2 shards)" in status.stdout.replace("\n", " ")
+
+    # The rerun finishes the new fingerprint: the view moves to it, the notice goes.
+    new.write_shard(1, _rows("v2-new"), {})
+    _run(catalog, 3, {"crawl": new.fingerprint})
+    rows, err = _sql(helpers, catalog.root, "select video_id from crawl order by 1")
+    assert [r["video_id"] for r in rows] == ["v1-new", "v2-new"] and "notice" not in err
+
+
+def test_with_no_complete_fingerprint_the_view_still_exists_and_says_so(tmp_path, helpers):
+    catalog = Catalog(tmp_path / "cat")
+    sd = _stage(catalog, "crawl", "c" * 16, 3)
+    sd.write_shard(2, _rows("v3"), {})
+    _run(catalog, 1, {"crawl": sd.fingerprint}, status="interrupted")
+    rows, err = _sql(helpers, catalog.root, "select count(*) as n from crawl")
+    assert rows == [{"n": 1}] and "no fingerprint is complete" in err and "1/3 shards" in err
+
+
+def _embeddings(*clips: str) -> pa.Table:
+    return pa.table({"clip_id": list(clips), "t": [0.0] * len(clips)})
+
+
+def test_side_tables_show_only_through_their_shards_marker(tmp_path, helpers):
+    catalog = Catalog(tmp_path / "cat")
+    sd = _stage(catalog, "filter", "d" * 16, 2)
+    side = sd.path / "frame_embeddings"
+    side.mkdir(parents=True)
+    for shard, clips in ((0, ["c1", "c1"]), (1, ["c2", "c2"])):
+        pq.write_table(_embeddings(*clips), side / f"shard={shard:05d}.parquet")  # the stage writes it first
+        sd.write_shard(shard, _rows(f"v{shard}"), {})  # then the runner writes shard + marker
+    _run(catalog, 1, {"filter": sd.fingerprint})
+    rows, _ = _sql(helpers, catalog.root, "select count(*) as n from frame_embeddings")
+    assert rows == [{"n": 4}]
+
+    # A stray shard file (no such shard) and a side file rewritten after its marker stay out of view.
+    pq.write_table(_embeddings("x", "x", "x"), side / "shard=00007.parquet")
+    pq.write_table(_embeddings("late", "late", "late"), side / "shard=00001.parquet")
+    rows, _ = _sql(helpers, catalog.root, "select clip_id, count(*) as n from frame_embeddings group by 1")
+    assert rows == [{"clip_id": "c1", "n": 2}]
+    # A stage shard whose file changed after its marker is hidden with its side rows.
+    pq.write_table(_rows("changed", "more"), sd.shard_path(0))
+    rows, _ = _sql(helpers, catalog.root, "select video_id from filter")
+    assert rows == [{"video_id": "v1"}]
+    result = helpers.run_cli("sql", str(catalog.root), "-c", "select * from frame_embeddings")
+    assert result.returncode == 1 and "frame_embeddings" in result.stderr  # no visible side rows: no view
