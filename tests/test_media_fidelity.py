@@ -127,3 +127,44 @@ def test_segment_writes_upright_display_aspect_jpegs(media, tmp_path):
                                SegmentParams(mode="scene", frame_short_side=96 if name == "rot90.mp4" else 144))
         jpeg = cv2.imread(str(tmp_path / decoded.frames[0]["path"]))
         assert jpeg.shape[:2] == shape
+
+
+def test_crawl_records_the_displayed_size_and_segments_clock(media, tmp_path):
+    """Through the loopback site and yt-dlp: crawl measures the file as a player
+    shows it, and its duration equals what segment decodes; the site serves
+    Matroska, WebM and MPEG-PS files as well as mp4."""
+    import shutil
+
+    import pyarrow as pa
+
+    from curate.demo.site import DemoSite
+    from curate.stages.base import StageContext, run_stage_on_table
+    from curate.stages.crawl import CrawlParams, CrawlStage
+    from curate.stages.segment import SegmentParams, decode_video
+
+    site_dir = tmp_path / "site"
+    site_dir.mkdir()
+    shutil.copy(media / "rot90.mp4", site_dir / "phone.mp4")
+    ffmpeg("-i", str(media / "late.mp4"), "-c", "copy", str(site_dir / "late.mkv"))
+    ffmpeg("-i", str(media / "sar.mp4"), "-c:v", "libvpx", "-b:v", "200k", "-deadline", "realtime",
+           str(site_dir / "pal.webm"))
+    ffmpeg("-i", str(media / "late.ts"), "-c", "copy", "-f", "vob", str(site_dir / "late_ps.mpg"))
+    root = tmp_path / "catalog"
+    with DemoSite([site_dir]) as site:
+        assert set(site.video_names()) == {"phone", "late", "pal", "late_ps"}
+        sources = [site.url(n) for n in ("phone", "late", "pal", "late_ps")]
+        stage = CrawlStage(CrawlParams(sources=sources, retries=0), StageContext(root, root))
+        stage.setup()
+        try:
+            rows = run_stage_on_table(stage, pa.table({"source": sources})).to_pylist()
+        finally:
+            stage.teardown()
+    rows = {r["source"].rsplit("/", 1)[1]: r for r in rows}
+    assert all(r["status"] == "ok" for r in rows.values()), rows
+    assert rows["late"]["video_path"].endswith(".mkv") and rows["pal"]["video_path"].endswith(".webm")
+    assert (rows["phone"]["width"], rows["phone"]["height"]) == (96, 160)
+    assert (rows["pal"]["width"], rows["pal"]["height"]) == (256, 144)
+    for name in ("late", "late_ps"):
+        decoded = decode_video(name, root / rows[name]["video_path"], root, SegmentParams(mode="scene"))
+        assert rows[name]["duration_s"] == pytest.approx(decoded.duration_s, abs=1 / 25)
+        assert decoded.frames[0]["t"] > 1.0  # the first frame keeps its late start

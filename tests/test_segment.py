@@ -70,3 +70,28 @@ def test_scene_mode_and_speech_rate_filter(tmp_path):
     slow = run_stage_on_table(SegmentStage(SegmentStage.Params(min_clip_s=3, max_clip_s=20, max_gap_s=1.0,
                                                                words_per_second=(5.0, 9.0)), ctx), table).to_pylist()
     assert {(r["status"], r["error_code"]) for r in slow} == {("filtered", "segment.speech_rate")}
+
+
+def test_frame_folders_are_never_rewritten(tmp_path):
+    """Rows of an older fingerprint keep pointing at the same JPEG bytes when
+    jpeg_quality or the frame size changes (each setting gets its own folder)."""
+    from curate.demo.corpus import make_video_without_audio
+    from curate.stages.segment import SegmentParams, decode_video
+
+    video = make_video_without_audio(tmp_path / "v.mp4", 2.0)
+    root = tmp_path / "catalog"
+    first = decode_video("v", video, root, SegmentParams(jpeg_quality=90), video_sha256="abc")
+    before = {f["path"]: (root / f["path"]).read_bytes() for f in first.frames}
+    stamps = {p: (root / p).stat().st_mtime_ns for p in before}
+    for params in (SegmentParams(jpeg_quality=40), SegmentParams(frame_short_side=64), SegmentParams(jpeg_quality=90)):
+        again = decode_video("v", video, root, params, video_sha256="abc")
+        assert len(again.frames) == len(first.frames)
+        if params.jpeg_quality == 90 and params.frame_short_side == 224:
+            assert [f["path"] for f in again.frames] == list(before)  # same settings: the same files, reused
+        else:
+            assert not set(f["path"] for f in again.frames) & set(before)
+    assert {p: (root / p).read_bytes() for p in before} == before
+    assert {p: (root / p).stat().st_mtime_ns for p in before} == stamps
+    # Another file under the same video_id (a re-download) never reuses these frames.
+    other = decode_video("v", video, root, SegmentParams(jpeg_quality=90), video_sha256="def")
+    assert not set(f["path"] for f in other.frames) & set(before)
