@@ -80,7 +80,9 @@ class _Transcript:
 
 class TranscribeStage(Stage):
     name = "transcribe"
-    version = "2"  # 2: time columns start_s/end_s (no SQL quoting), float64 word times
+    # 2: time columns start_s/end_s (no SQL quoting), float64 word times
+    # 3: audio (so ASR word times) on the container's clock; audio_16k_v2.wav
+    version = "3"
     Params = TranscribeParams
     inputs = ("crawl",)
     input_key = "video_id"
