@@ -4,9 +4,13 @@ by the loopback site and run through the runner on local Ray."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 
 import pytest
+from rich.console import Console
+
+from curate.catalog import Catalog
 
 from curate.demo.corpus import DEMO_DATA, make_video_without_audio
 from curate.demo.site import DemoSite
@@ -52,7 +56,11 @@ def test_scene_mode_clips_every_decodable_video(tmp_path, extra_videos, ray_loca
     recipe = helpers.write_recipe(tmp_path, {"crawl": crawl, "segment": SCENE}, shards=1, catalog=str(catalog))
     [_, segment] = plan(load_recipe(recipe))
     assert tuple(segment.inputs) == ("crawl",)
-    assert Runner(load_recipe(recipe)).run().ok
+    out = io.StringIO()
+    assert Runner(load_recipe(recipe), console=Console(file=out, width=120)).run().ok
+    assert "3/3 videos" in out.getvalue()  # segment's bar counts the videos it reads, not clips
+    run = Catalog(catalog).runs()[-1]
+    assert run["ray"]["start_s"] >= 0  # Ray's start-up is recorded apart from the stage's seconds
     clips = helpers.stage_table(catalog, "segment")
     assert {r["video_id"] for r in clips if r["status"] == "ok"} == {talking, mute, silent}
     assert not any(r["words"] for r in clips)
