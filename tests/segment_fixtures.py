@@ -37,7 +37,8 @@ def video_row(root: Path, video_id: str, src: Path, words: list[dict], fetched: 
         shutil.copyfile(src, root / rel)
     return {"video_id": video_id, "video_path": str(rel), "title": f"Demo {video_id}",
             "words": [{"start_s": w.get("start_s", w.get("start")), "end_s": w.get("end_s", w.get("end")),
-                       "text": w["text"], "prob": 1.0} for w in words],  # truth files say start/end "video_sha256": sha256_file(root / rel),
+                       "text": w["text"], "prob": 1.0} for w in words],  # truth files say start/end
+            "video_sha256": sha256_file(root / rel),
             "fetched_at": datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=fetched)}
 
 
