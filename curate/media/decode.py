@@ -193,10 +193,11 @@ def iter_frames(
 
     ``sample_fps`` > 0 attaches a sample frame to the first frame at or after
     each multiple of 1/sample_fps seconds (on the container's timeline),
-    upright and at the display aspect, short side ``sample_short_side``. Raises DecodeError (from opening,
-    or from the iterator mid-stream) for per-video faults. Frames cross
-    from the decoding thread in lists of ``batch``: one hand-over per frame
-    would cost more in GIL switches than the scene detector itself.
+    upright and at the display aspect, short side ``sample_short_side``.
+    Raises DecodeError (from opening, or from the iterator mid-stream) for
+    per-video faults. Frames cross from the decoding thread in lists of
+    ``batch``: one hand-over per frame would cost more in GIL switches than
+    the scene detector itself.
     """
     import cv2
 
@@ -223,7 +224,8 @@ def iter_frames(
                 if frame.pts is None:
                     continue  # no timestamp: cannot be placed in time
                 tb = Fraction(frame.time_base.numerator, frame.time_base.denominator)
-                pts = frame.pts - (info.start_pts if tb == info.time_base else round(info.start_pts * info.time_base / tb))
+                # On the container's timeline; never before its zero (the scene detector needs t >= 0).
+                pts = max(0, frame.pts - round(info.start_pts * info.time_base / tb))
                 t = float(pts * tb)
                 small = _small_bgr(frame, small_w, small_h)
                 sample = None
