@@ -213,7 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    # Python 3.11's argparse fills an optional positional before later options
+    # ("sql CATALOG --format json QUERY"): take the query that is left over.
+    if getattr(args, "fn", None) is cmd_sql and args.query is None and len(rest) == 1 and not rest[0].startswith("-"):
+        args.query, rest = rest[0], []
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -72,6 +72,7 @@ def plan(recipe: Recipe) -> list[StagePlan]:
         cls = stages[name]
         stage_inputs = cls.inputs_for(cfg)
         missing = [i for i in stage_inputs if i not in enabled]
+        stage_inputs += tuple(i for i in cls.optional_inputs_for(cfg) if i in enabled)
         if missing:
             raise RecipeError(f"{recipe.path}: stages.{name} reads {', '.join(missing)}, "
                               f"which the recipe does not enable (add stages.{missing[0]}"
@@ -224,7 +225,9 @@ class Runner:
                         ray, _ = _init_ray(self.recipe, plans)
                         record["ray"] = {"address": self.recipe.ray.address or "local",
                                          "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
-                                         "resources": ray.cluster_resources()}
+                                         "resources": ray.cluster_resources(),
+                                         "start_s": round(time.time() - started, 3)}
+                        started = time.time()  # Ray's start-up is not the first stage's time
                     errors = self._run_stage(ray, p, progress)
                     result.errors.extend(errors)
                     record["stages"][p.name] = {"seconds": round(time.time() - started, 3),
@@ -266,7 +269,8 @@ class Runner:
         n_shards = self.recipe.shards
         shards_done = n_shards - len(blocked) - (n_shards if units == [None] else len(units))
         rows_todo = self._rows_to_do(p, units)
-        state = f"0/{rows_todo} rows" if units else "skipped" if blocked else "up to date"  # skipped: upstream not done
+        # skipped: the upstream is not done
+        state = f"0/{rows_todo} {p.cls.progress_unit}" if units else "skipped" if blocked else "up to date"
         task = progress.add_task(p.name, total=max(rows_todo, 1), rows=state,
                                  shards=f"{shards_done}/{n_shards} shards")
         errors = []
@@ -280,7 +284,7 @@ class Runner:
         def show_rows() -> None:
             done_rows = ray.get(board.snapshot.remote()).get(p.name, 0)
             progress.update(task, completed=min(done_rows, rows_todo),
-                            rows=f"{done_rows}/{rows_todo} rows")
+                            rows=f"{done_rows}/{rows_todo} {p.cls.progress_unit}")
         cluster_cpus = ray.cluster_resources().get("CPU", 1)
         n_workers = max(1, min(len(units), int(cluster_cpus // max(p.resources.cpus, 0.01)) or 1,
                                p.cls.max_workers or len(units)))
