@@ -158,7 +158,7 @@ def _publish(recipe: Recipe, cfg: ReleaseConfig, b: Build, version: str, console
     sizes = _sizes(tmp, b.configs)
     total = sum(v["rows"] for v in sizes.get("clips", {}).values())
     front = card.front_matter(cfg, recipe.name, b.configs, schemas, sizes, total)
-    n_decon = con.execute("SELECT count(DISTINCT video_id) FROM decontaminated").fetchone()[0]
+    n_decon = con.execute("SELECT count(DISTINCT video_id) FROM decontaminated").fetchall()[0][0]
     recipe_text = recipe.path.read_text() if recipe.path else yaml.safe_dump(recipe.model_dump(mode="json"))
     (tmp / "recipe.yaml").write_text(recipe_text)
     text = card.render(front=front, name=recipe.name, version=version, release=cfg,

@@ -61,7 +61,7 @@ def read_record(path: Path, index: int) -> dict:
 
 
 def _rows(con: duckdb.DuckDBPyConnection, query: str, params: list | None = None) -> Iterable[dict]:
-    rel = con.sql(query, params=params or [])
+    rel = con.cursor().sql(query, params=params or [])  # its own cursor: the caller's may hold a result
     # to_arrow_reader in DuckDB >= 1.4; fetch_record_batch before it.
     reader = rel.to_arrow_reader(BATCH) if hasattr(rel, "to_arrow_reader") else rel.fetch_record_batch(BATCH)
     for batch in reader:

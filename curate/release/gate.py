@@ -99,7 +99,7 @@ def run_checks(con: duckdb.DuckDBPyConnection, checks: list[Check]) -> list[Resu
     for check in checks:
         result = Result(check)
         try:
-            result.count = con.execute(f"SELECT count(*) FROM ({check.sql})").fetchone()[0]
+            result.count = con.execute(f"SELECT count(*) FROM ({check.sql})").fetchall()[0][0]
             if result.count:
                 rel = con.sql(f"SELECT * FROM ({check.sql}) LIMIT {MAX_ROWS}")
                 result.columns = rel.columns

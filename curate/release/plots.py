@@ -29,7 +29,9 @@ def _hist(path: Path, values: list[float], title: str, xlabel: str, marks: list[
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
     series = [(values, "released")] + list(extra)
     if any(v for v, _ in series):
-        ax.hist([v for v, _ in series], bins=30, label=[n for _, n in series], stacked=True)
+        data = [x for v, _ in series for x in v] + [x for x, _ in marks]
+        ax.hist([v for v, _ in series], bins=30, range=(min(data), max(data) + 1e-9),
+                label=[n for _, n in series], stacked=True)
     else:
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     for x, label in marks:
@@ -59,7 +61,7 @@ def _bars(path: Path, groups: dict[str, dict[str, int]], title: str, ylabel: str
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     ax.set_title(title)
     ax.set_ylabel(ylabel)
-    if len(stacks) > 1:
+    if stacks:
         ax.legend(fontsize=8)
     ax.tick_params(axis="x", labelrotation=20)
     fig.tight_layout()

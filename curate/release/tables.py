@@ -138,7 +138,7 @@ def write_parquet(con: duckdb.DuckDBPyConnection, out: Path, splits: list[str]) 
     for config, table, cond in sources:
         for split in splits:
             n_shards = con.execute(f"SELECT max(_shard) + 1 FROM {table} WHERE {cond} AND split = ?",
-                                   [split]).fetchone()[0]
+                                   [split]).fetchall()[0][0]
             if not n_shards:
                 continue
             for shard in range(n_shards):
@@ -201,12 +201,12 @@ def funnel(con: duckdb.DuckDBPyConnection, views: list[str]) -> list[dict]:
         steps.append(("kept by filter", "clips", counts["filter"]["ok"], codes("filter")))
     if "dedup" in counts:
         steps.append(("deduplicated", "clips", counts["dedup"]["ok"], codes("dedup")))
-    n_decon = con.execute("SELECT count(*) FROM decontaminated").fetchone()[0]
-    released = con.execute("SELECT count(DISTINCT clip_id), count(DISTINCT video_id) FROM work_clips").fetchone()
+    n_decon = con.execute("SELECT count(*) FROM decontaminated").fetchall()[0][0]
+    released = con.execute("SELECT count(DISTINCT clip_id), count(DISTINCT video_id) FROM work_clips").fetchall()[0]
     steps.append(("released (after decontamination)", "clips", released[0],
                   f"{n_decon} video(s) decontaminated" if n_decon else ""))
     if "annotate" in counts:
-        annotated = con.execute("SELECT count(DISTINCT clip_id) FROM work_annotations").fetchone()[0]
+        annotated = con.execute("SELECT count(DISTINCT clip_id) FROM work_annotations").fetchall()[0][0]
         steps.append(("annotated (>= 1 ok task)", "clips", annotated, codes("annotate")))
     return [{"step": s, "unit": u, "count": int(n), "top_reasons": r} for s, u, n, r in steps]
 
