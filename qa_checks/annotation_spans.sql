@@ -15,4 +15,4 @@ WITH spans AS (
 SELECT annotation_id, clip_id, split, task, span."start" AS start_s, span."end" AS end_s, clip_start_s, clip_end_s
 FROM spans
 WHERE span."start" IS NULL OR span."end" IS NULL OR span."start" > span."end"
-   OR span."start" < clip_start_s - 0.5 OR span."end" > clip_end_s + 0.5
+   OR span."start" < clip_start_s - 0.501 OR span."end" > clip_end_s + 0.501

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -46,6 +47,13 @@ class Build:
     configs: dict[str, dict[str, list[str]]]
     split_names: list[str]
     results: list[gate.Result] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def timed(self, step: str):
+        t0 = time.perf_counter()
+        yield
+        self.timings[step] = self.timings.get(step, 0.0) + time.perf_counter() - t0
 
 
 def next_version(releases: Path) -> str:
@@ -77,6 +85,7 @@ def _fingerprints(recipe: Recipe) -> dict[str, str]:
 
 def build_tables(recipe: Recipe, cfg: ReleaseConfig, tmp: Path) -> Build:
     """Stage views -> work tables -> Parquet shards -> gate views, all in DuckDB."""
+    t0 = time.perf_counter()
     fps = _fingerprints(recipe)
     con = duckdb.connect(str(tmp / "_work.duckdb"))
     con.execute(f"SET temp_directory = '{tmp / '_spill'}'")
@@ -91,7 +100,7 @@ def build_tables(recipe: Recipe, cfg: ReleaseConfig, tmp: Path) -> Build:
     tables.release_views(con, tmp, configs)
     tables.stage_counts(con, views)
     gate.helper_tables(con, cfg.gate, views)
-    return Build(tmp, con, views, fps, configs, split_names)
+    return Build(tmp, con, views, fps, configs, split_names, timings={"tables": time.perf_counter() - t0})
 
 
 def _print_results(console: Console, results: list[gate.Result], failed: list[gate.Result]) -> None:
@@ -143,17 +152,19 @@ def _publish(recipe: Recipe, cfg: ReleaseConfig, b: Build, version: str, console
     """Everything after a passed gate: media, exports, plots, card, croissant, manifest."""
     con, tmp = b.con, b.tmp
     catalog = Catalog(recipe.catalog)
-    exports.place_media(con, recipe.catalog, tmp, cfg.media)
     written: dict[str, dict[str, int]] = {}
-    clip_splits = list(b.configs.get("clips", {}))
-    if "stream" in cfg.exports:
-        written["stream"] = {s: exports.write_stream(con, tmp, s, cfg.stream_query) for s in clip_splits}
-    used = {s for c, by in b.configs.items() if c not in ("clips", "livecc_filter") for s in by}
-    ann_splits = [s for s in b.split_names if s in used]
-    if "sft" in cfg.exports and ann_splits:
-        written["sft"] = {s: exports.write_sft(con, tmp, s) for s in ann_splits}
+    with b.timed("exports"):
+        exports.place_media(con, recipe.catalog, tmp, cfg.media)
+        clip_splits = list(b.configs.get("clips", {}))
+        if "stream" in cfg.exports:
+            written["stream"] = {s: exports.write_stream(con, tmp, s, cfg.stream_query) for s in clip_splits}
+        used = {s for c, by in b.configs.items() if c not in ("clips", "livecc_filter") for s in by}
+        ann_splits = [s for s in b.split_names if s in used]
+        if "sft" in cfg.exports and ann_splits:
+            written["sft"] = {s: exports.write_sft(con, tmp, s) for s in ann_splits}
     min_sim = (recipe.stage_params().get("filter") and getattr(recipe.stages.filter, "min_similarity", None))
-    made = plots.make_plots(con, tmp, b.views, min_sim, cfg.gate.words_per_second)
+    with b.timed("plots"):
+        made = plots.make_plots(con, tmp, b.views, min_sim, cfg.gate.words_per_second)
     schemas = {c: pq.read_schema(tmp / next(iter(by.values()))[0]) for c, by in b.configs.items()}
     sizes = _sizes(tmp, b.configs)
     total = sum(v["rows"] for v in sizes.get("clips", {}).values())
@@ -168,9 +179,10 @@ def _publish(recipe: Recipe, cfg: ReleaseConfig, b: Build, version: str, console
     (tmp / "README.md").write_text(text)
     atomic_write_json(tmp / "qa_report.json", {"version": version, "checks": [r.as_dict() for r in b.results]})
     m = re.fullmatch(r"v(\d+)", version)
-    croissant.build(tmp, cfg.card.pretty_name or recipe.name, cfg.card.description, cfg.license,
-                    f"{m.group(1)}.0.0" if m else version, cfg.card.homepage, cfg.card.citation, b.configs,
-                    schemas)
+    with b.timed("croissant"):
+        croissant.build(tmp, cfg.card.pretty_name or recipe.name, cfg.card.description, cfg.license,
+                        f"{m.group(1)}.0.0" if m else version, cfg.card.homepage, cfg.card.citation, b.configs,
+                        schemas)
     con.close()
     for leftover in ("_work.duckdb", "_work.duckdb.wal", "_spill"):
         target = tmp / leftover
@@ -178,7 +190,21 @@ def _publish(recipe: Recipe, cfg: ReleaseConfig, b: Build, version: str, console
             shutil.rmtree(target)
         else:
             target.unlink(missing_ok=True)
-    atomic_write_json(tmp / "manifest.json", _manifest(tmp))
+    with b.timed("manifest"):
+        doc = _manifest(tmp)
+    atomic_write_json(tmp / "manifest.json", {"name": recipe.name, "version": version, "fingerprints": b.fps,
+                                              **doc})
+
+
+def latest_release(recipe: Recipe) -> Path | None:
+    """The newest release built from exactly the tables the recipe resolves to, if any."""
+    fps = _fingerprints(recipe)
+    found = []
+    for manifest in (Catalog(recipe.catalog).root / "releases").glob("*/manifest.json"):
+        with contextlib.suppress(ValueError, OSError):
+            if json.loads(manifest.read_text()).get("fingerprints") == fps:
+                found.append((manifest.stat().st_mtime, manifest.parent))
+    return max(found)[1] if found else None
 
 
 def release(recipe: Recipe, version: str | None = None, console: Console | None = None) -> int:
@@ -204,7 +230,8 @@ def release(recipe: Recipe, version: str | None = None, console: Console | None 
             tmp.mkdir(parents=True)
             try:
                 b = build_tables(recipe, cfg, tmp)
-                b.results = gate.run_checks(b.con, gate.load_checks())
+                with b.timed("gate"):
+                    b.results = gate.run_checks(b.con, gate.load_checks())
                 failed = gate.blocking_failures(b.results, cfg.gate.warnings_block)
                 gate.write_report(catalog.root / "qa_report.json", b.results, version=version, blocked=bool(failed))
                 _print_results(console, b.results, failed)
@@ -214,6 +241,7 @@ def release(recipe: Recipe, version: str | None = None, console: Console | None 
                                   f"offending rows in {catalog.root / 'qa_report.json'}; nothing was released")
                     return EXIT_FAILED
                 _publish(recipe, cfg, b, version, console)
+                console.print("built in " + ", ".join(f"{k} {v:.1f} s" for k, v in b.timings.items()))
                 releases.mkdir(exist_ok=True)
                 os.rename(tmp, target)  # atomic: the version appears whole or not at all
                 fd = os.open(releases, os.O_RDONLY)
