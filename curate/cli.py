@@ -136,6 +136,13 @@ def cmd_status(args) -> int:
     return EXIT_OK
 
 
+def cmd_release(args) -> int:
+    from .release.build import qa, release
+
+    recipe = _load(args.recipe)
+    return release(recipe, args.version, console) if args.fn_name == "release" else qa(recipe, console)
+
+
 def cmd_demo(args) -> int:
     from .demo.run import run_demo
 
@@ -191,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="shards done / pending and row counts per stage")
     p.add_argument("catalog", help="catalog folder (or its recipe)")
     p.set_defaults(fn=cmd_status)
+
+    for name, text in (("release", "build the next release of the recipe's catalog (tables, exports, card)"),
+                       ("qa", "run qa_checks/ over the recipe's current tables (the release gate, alone)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("recipe")
+        if name == "release":
+            p.add_argument("--version", default=None, help="version name (default: the next vN)")
+        p.set_defaults(fn=cmd_release, fn_name=name)
 
     p = sub.add_parser("demo", help="serve the demo site on loopback, run the demo recipe, show a query")
     p.add_argument("--port", type=int, default=8765)

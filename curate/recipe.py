@@ -11,13 +11,13 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from .stages import available_stages
-from .stages.base import Resources
+from .stages.base import ExistingPath, Resources
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -33,6 +33,63 @@ class RayConfig(BaseModel):
     connect_timeout_s: float = Field(30.0, gt=0, le=3600, description="give up joining a cluster after this long")
 
 
+class CardConfig(BaseModel):
+    """Dataset card fields (Hugging Face front matter and the card's text)."""
+
+    model_config = ConfigDict(extra="forbid")
+    pretty_name: str | None = None
+    description: str = ""
+    language: list[str] = ["en"]
+    task_categories: list[str] = ["video-text-to-text"]
+    homepage: str | None = None
+    citation: str | None = None
+    takedown: str = ("To ask for a video to be removed, open an issue naming its video_id or URL; "
+                     "it is left out of the next release.")
+
+
+class GateConfig(BaseModel):
+    """Thresholds the qa_checks read (table ``gate`` in the checks' DuckDB)."""
+
+    model_config = ConfigDict(extra="forbid")
+    words_per_second: tuple[float, float] = Field((0.5, 5.0), description="allowed speech rate of a clip")
+    max_error_rate: float = Field(0.25, ge=0, le=1, description="failed + transient rows / rows, per stage")
+    max_error_rate_by_stage: dict[str, float] = {}
+    warnings_block: bool = False
+
+
+class ReleaseConfig(BaseModel):
+    """``release:``: what `curate release` builds from the recipe's tables."""
+
+    model_config = ConfigDict(extra="forbid")
+    splits: dict[str, float] = Field({"train": 0.9, "test": 0.1},
+                                     description="split name -> fraction of videos, in order; fractions sum to 1")
+    seed: int = 0
+    pin_splits: ExistingPath | None = Field(None, description="CSV video_id,split: these videos keep that split")
+    decontaminate: ExistingPath | None = Field(None, description="file of video ids or URLs to leave out")
+    license: str = Field("other", description="the dataset's licence (Hugging Face id, e.g. cc-by-4.0)")
+    source_license: str | None = Field(None, description="licence of videos whose page states none")
+    card: CardConfig = CardConfig()
+    gate: GateConfig = GateConfig()
+    exports: list[Literal["stream", "sft"]] = ["stream", "sft"]
+    stream_query: str = "Please comment on the video in real time."
+    media: Literal["reference", "copy", "hardlink"] = "reference"
+    max_shard_rows: int = Field(50_000, ge=1)
+
+    @field_validator("splits")
+    @classmethod
+    def _fractions(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v or any(not re.fullmatch(r"[a-z][a-z0-9_]*", k) for k in v):
+            raise ValueError("split names are lowercase words (train, validation, test)")
+        if any(f < 0 for f in v.values()) or abs(sum(v.values()) - 1) > 1e-6:
+            raise ValueError(f"split fractions must be >= 0 and sum to 1 (got {sum(v.values()):g})")
+        return v
+
+    @field_validator("exports")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(v))
+
+
 class Recipe(BaseModel):
     """Fields common to every recipe; ``stages`` is built from the stage registry."""
 
@@ -42,7 +99,7 @@ class Recipe(BaseModel):
     ray: RayConfig = RayConfig()
     shards: int = Field(4, ge=1, le=100_000)
     stages: Any
-    release: dict | None = None
+    release: ReleaseConfig | None = None
 
     # Filled by load_recipe, not by the YAML.
     path: Path | None = None
