@@ -134,7 +134,8 @@ class ShardWorker:
                         .column(row_key).to_pylist()) if kept is not None and retry and row_key != key else set()
         new = self._process(todo, whole=shard is None, skip=keep_rows)
         if keep_rows:
-            new = new.filter(pc.invert(pc.is_in(new.column(row_key), pa.array(list(keep_rows), new.schema.field(row_key).type))))
+            kept_ids = pa.array(list(keep_rows), new.schema.field(row_key).type)
+            new = new.filter(pc.invert(pc.is_in(new.column(row_key), kept_ids)))
         result = pa.concat_tables([kept, new]) if kept is not None else new
         result = result.sort_by(self.cls.row_key) if result.num_rows else result
 
