@@ -6,6 +6,7 @@
     <root>/stages/<stage>/fp=<fingerprint>/shard=00042.parquet
     <root>/stages/<stage>/fp=<fingerprint>/_done/00042.json
     <root>/runs/<run_id>.json
+    <root>/lease.json                 the live run writing the catalog (run/lease.py)
 
 A shard counts as done only when its marker exists and names the sha256 of
 the Parquet file beside it; a stray file never counts.

@@ -127,5 +127,5 @@ def test_workers_die_with_a_killed_driver_and_commit_nothing_after(tmp_path, dem
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    assert not alive and gone_after < 1.0, f"workers ran on {gone_after:.1f}s after their driver was killed"
+    assert not alive and gone_after < 1.2, f"workers ran on {gone_after:.1f}s after their driver was killed"
     assert after == before, "a worker of the killed run committed a shard into the new run's catalog"

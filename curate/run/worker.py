@@ -138,7 +138,8 @@ class ShardWorker:
         new = self._process(todo, whole=shard is None, skip=keep_rows)
         paid = {k: v - paid_before.get(k, 0) for k, v in self.stage.paid().items()}
         if keep_rows:
-            new = new.filter(pc.invert(pc.is_in(new.column(row_key), pa.array(list(keep_rows), new.schema.field(row_key).type))))
+            kept_ids = pa.array(list(keep_rows), new.schema.field(row_key).type)
+            new = new.filter(pc.invert(pc.is_in(new.column(row_key), kept_ids)))
         result = pa.concat_tables([kept, new]) if kept is not None else new
         result = result.sort_by(self.cls.row_key) if result.num_rows else result
 
