@@ -143,10 +143,27 @@ def cmd_release(args) -> int:
     return release(recipe, args.version, console) if args.fn_name == "release" else qa(recipe, console)
 
 
+def cmd_validate(args) -> int:
+    from .recipe import RecipeError, load_recipe
+    from .refmodel.command import validate
+
+    def load(path):
+        try:
+            return load_recipe(path)
+        except RecipeError as exc:
+            raise ValueError(str(exc)) from None
+
+    return validate(args.release, args.version, args.out, args.steps, console, load)
+
+
 def cmd_demo(args) -> int:
     from .demo.run import run_demo
 
-    return run_demo(port=args.port, recipe=args.recipe, console=console)
+    try:
+        return run_demo(port=args.port, recipe=args.recipe, console=console, videos=args.videos)
+    except ValueError as exc:
+        err_console.print(str(exc), style="red", highlight=False)
+        return EXIT_BAD_RECIPE
 
 
 def cmd_demo_serve(args) -> int:
@@ -207,9 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--version", default=None, help="version name (default: the next vN)")
         p.set_defaults(fn=cmd_release, fn_name=name)
 
+    p = sub.add_parser("validate", help="train the reference model on a release: do its frames teach its words?")
+    p.add_argument("release", help="a release folder, or a recipe (its latest release, or --version)")
+    p.add_argument("--version", default=None, help="the recipe's release to validate (default: the newest)")
+    p.add_argument("--out", default=None, help="write here instead of <release>/validation/ (the card is "
+                                               "then left as it is)")
+    p.add_argument("--steps", type=int, default=None, help="override validate.steps")
+    p.set_defaults(fn=cmd_validate)
+
     p = sub.add_parser("demo", help="serve the demo site on loopback, run the demo recipe, show a query")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--recipe", default=None, help="recipe to run against the demo site (default: the demo recipe)")
+    p.add_argument("--videos", type=int, default=4, help="serve this many demo videos (more than the 4 shipped "
+                   "are generated; then recipes/demo_large.yaml runs, catalog catalogs/demo-N/catalog)")
     p.set_defaults(fn=cmd_demo)
     demo_sub = p.add_subparsers(dest="demo_command")
     s = demo_sub.add_parser("serve", help="only serve the demo site until Ctrl-C")

@@ -90,6 +90,41 @@ class ReleaseConfig(BaseModel):
         return list(dict.fromkeys(v))
 
 
+class TinyConfig(BaseModel):
+    """The ``tiny`` backbone: a small transformer trained from scratch (sized for 2 CPU cores)."""
+
+    model_config = ConfigDict(extra="forbid")
+    d_model: int = Field(128, ge=8, le=4096)
+    layers: int = Field(2, ge=1, le=48)
+    heads: int = Field(4, ge=1, le=64)
+    vocab_size: int = Field(1000, ge=64, le=200_000, description="BPE vocabulary trained on the release's text")
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class ValidateConfig(BaseModel):
+    """``validate:``: how `curate validate` trains and scores the reference model on a release."""
+
+    model_config = ConfigDict(extra="forbid")
+    backbone: str = Field("tiny", description="'tiny', or a Hugging Face causal LM (local path or name)")
+    gguf_file: str | None = Field(None, description="load the backbone from this GGUF file in its folder "
+                                                     "(transformers' gguf_file=)")
+    finetune_backbone: bool = Field(False, description="train a Hugging Face backbone too (the projector always is)")
+    tiny: TinyConfig = TinyConfig()
+    steps: int = Field(300, ge=1, le=10_000_000)
+    batch_size: int = Field(16, ge=1, le=65_536, description="clips per step, over all workers")
+    lr: float = Field(3e-3, gt=0, le=1)
+    seed: int = 0
+    checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints (a killed run resumes there)")
+    workers: int = Field(1, ge=1, le=4096, description="Ray Train workers (one per GPU with use_gpu)")
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1, gt=0, le=512)
+    train_split: str = "train"
+    eval_split: str | None = Field(None, description="the release split scored (default: validation, else test)")
+    max_seconds: int = Field(120, ge=1, le=100_000, description="seconds of a clip fed to the model (the rest "
+                                                                "is cut)")
+    bootstrap: int = Field(2000, ge=100, le=1_000_000, description="bootstrap resamples for the 95% intervals")
+
+
 class Recipe(BaseModel):
     """Fields common to every recipe; ``stages`` is built from the stage registry."""
 
@@ -100,6 +135,7 @@ class Recipe(BaseModel):
     shards: int = Field(4, ge=1, le=100_000)
     stages: Any
     release: ReleaseConfig | None = None
+    validate_: ValidateConfig | None = Field(None, alias="validate")
 
     # Filled by load_recipe, not by the YAML.
     path: Path | None = None
@@ -159,11 +195,12 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
         if isinstance(part, int):
             continue
         fields = getattr(current, "model_fields", None)
-        if not fields or part not in fields:
+        by_alias = {f.alias or k: f for k, f in (fields or {}).items()}
+        if part not in by_alias:
             return []
-        current = _unwrap(fields[part].annotation)
+        current = _unwrap(by_alias[part].annotation)
     fields = getattr(current, "model_fields", {})
-    return [k for k in fields if k != "path"]
+    return [f.alias or k for k, f in fields.items() if k != "path"]
 
 
 def _unwrap(annotation: Any) -> Any:

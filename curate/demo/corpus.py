@@ -43,7 +43,7 @@ WORD_GAP_S = 0.08  # silence between words of one sentence
 SENTENCE_GAP_S = 0.40  # silence between sentences
 SCENE_LEAD_S = 0.5  # silence after a cut before the narration starts
 SCENE_TAIL_S = 0.6  # silence after the narration before the next cut
-MIN_SCENE_S, MAX_SCENE_S = 5.0, 10.0
+MIN_SCENE_S, MAX_SCENE_S = 5.0, 11.0  # the longest narrations (e.g. "orange hexagon", "mountains") need ~10.3 s
 MIN_VIDEO_S, MAX_VIDEO_S = 30.0, 45.0
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,100}")
 

@@ -19,14 +19,30 @@ FROM crawl ORDER BY video_id
 """.strip()
 
 
-def _site(port: int, console: Console):
+def _site(port: int, console: Console, directories: list[Path] | None = None):
     from .site import DemoSite
 
     try:
-        return DemoSite(port=port)
+        return DemoSite(directories, port=port)
     except OSError:  # the fixed port is taken: any free port works, the recipe reads the URL from the env
         console.print(f"port {port} is busy; serving the demo site on a free port", style="yellow", markup=False)
-        return DemoSite(port=0)
+        return DemoSite(directories, port=0)
+
+
+SHIPPED = 4  # demo_00 .. demo_03 ship in curate/demo/data
+
+
+def more_videos(n_videos: int, folder: Path, console: Console | None = None) -> list[Path]:
+    """Demo videos demo_04 .. demo_{n-1} made by the demo generator in ``folder`` (kept: the same name
+    and seed give the same video, so a second run reuses them); returns the folders to serve."""
+    from .corpus import DEMO_DATA, build_video
+
+    todo = [i for i in range(SHIPPED, n_videos) if not (folder / f"demo_{i:02d}.truth.json").is_file()]
+    if todo and console is not None:
+        console.print(f"generating {len(todo)} demo video(s) in {folder} (espeak-ng + ffmpeg, a few s each)")
+    for i in todo:
+        build_video(folder, f"demo_{i:02d}", seed=i)
+    return [DEMO_DATA] + ([folder] if n_videos > SHIPPED else [])
 
 
 @contextlib.contextmanager
@@ -70,19 +86,34 @@ def _release(recipe, console: Console) -> int:
     return release(recipe, console=console)
 
 
-def run_demo(port: int = 8765, recipe: str | None = None, console: Console | None = None) -> int:
+def run_demo(port: int = 8765, recipe: str | None = None, console: Console | None = None,
+             videos: int = SHIPPED) -> int:
+    """``videos`` > 4 generates more demo videos and runs ``recipes/demo_large.yaml`` (unless ``recipe``
+    is given) over all of them, served as one feed; its catalog is ``catalogs/demo-<videos>``."""
     from ..console import print_result, run_and_report
     from ..recipe import load_recipe
     from ..sql import connect
 
     if console is None:
         from ..console import console
-    recipe_path = Path(recipe) if recipe else data_dir("recipes") / "demo.yaml"
+    directories, demo_catalog = None, None
+    if videos < 1:
+        raise ValueError("--videos must be at least 1")
+    if videos != SHIPPED:
+        if videos < SHIPPED:
+            raise ValueError(f"--videos: at least the {SHIPPED} shipped videos are served")
+        base = Path.cwd() / "catalogs" / f"demo-{videos}"
+        directories = more_videos(videos, base / "videos", console)
+        demo_catalog = str(base / "catalog")
+    default = "demo.yaml" if videos == SHIPPED else "demo_large.yaml"
+    recipe_path = Path(recipe) if recipe else data_dir("recipes") / default
     catalog_env = contextlib.nullcontext()
     if "_data" in recipe_path.resolve().parts and "CURATE_DEMO_CATALOG" not in os.environ:
         # The recipe inside an installed wheel: write the catalog here, not in site-packages.
         catalog_env = _env("CURATE_DEMO_CATALOG", str(Path.cwd() / "catalogs" / "demo"))
-    with catalog_env, _site(port, console) as site, _env("CURATE_DEMO_SITE", site.base_url):
+    if demo_catalog is not None and "CURATE_DEMO_CATALOG" not in os.environ:
+        catalog_env = _env("CURATE_DEMO_CATALOG", demo_catalog)
+    with catalog_env, _site(port, console, directories) as site, _env("CURATE_DEMO_SITE", site.base_url):
         console.print(f"demo site on {site.base_url}  (pages: {', '.join(site.video_names())})")
         with _local_llm(recipe_path, console) as llm:
             ctx = _env("CURATE_LLM_URL", llm.base_url) if llm is not None else contextlib.nullcontext()

@@ -1,0 +1,10 @@
+"""The reference model behind `curate validate`: a small streaming video-LLM
+trained on a release to measure whether its frames help predict its words.
+
+``data`` turns the release's clips into LiveCC-style per-second streams
+(visual tokens, then that second's words); ``model`` is the projector and a
+causal LM (``tiny`` from scratch, or a Hugging Face model); ``train`` runs one
+condition through Ray Train with resumable checkpoints; ``protocol`` runs
+the three conditions and computes the gains with bootstrap intervals;
+``report`` writes ``validation/`` and the card's section.
+"""

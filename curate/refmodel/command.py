@@ -1,0 +1,101 @@
+"""`curate validate`: find the release and its settings, start or join Ray,
+run the protocol, write the report."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import yaml
+
+from ..console import EXIT_BAD_RECIPE, EXIT_ERRORS, EXIT_OK
+
+
+def release_settings(release: Path):
+    """The ``validate:`` section of the recipe saved in the release (defaults when it has none)."""
+    from pydantic import ValidationError
+
+    from ..recipe import RecipeError, ValidateConfig, interpolate
+
+    doc = {}
+    path = release / "recipe.yaml"
+    if path.is_file():
+        try:
+            doc = interpolate((yaml.safe_load(path.read_text()) or {}).get("validate") or {})
+            return ValidateConfig.model_validate(doc)
+        except (ValidationError, RecipeError, yaml.YAMLError) as exc:
+            raise ValueError(f"{path}: validate: {exc}") from None
+    return ValidateConfig()
+
+
+def _version_key(p: Path):
+    m = re.fullmatch(r"v(\d+)", p.name)
+    return (0, int(m.group(1)), "") if m else (1, 0, p.name)
+
+
+def find_release(catalog: Path, version: str | None) -> Path:
+    releases = catalog / "releases"
+    if version:
+        target = releases / version
+        if not (target / "manifest.json").is_file():
+            raise FileNotFoundError(f"no release {version} in {releases}")
+        return target
+    found = sorted((p for p in releases.glob("*") if (p / "manifest.json").is_file()), key=_version_key) \
+        if releases.is_dir() else []
+    if not found:
+        raise FileNotFoundError(f"no release in {releases}: run `curate release` first")
+    return found[-1]
+
+
+def validate(target: str, version: str | None, out: str | None, steps: int | None, console, load_recipe) -> int:
+    """``target``: a release folder, or a recipe (its catalog's latest release, or ``version``)."""
+    from ..run.cluster import ClusterUnreachable, init_ray
+    from . import protocol, report
+
+    path = Path(target)
+    recipe = None
+    try:
+        if path.is_file() and path.suffix in (".yaml", ".yml"):
+            recipe = load_recipe(target)
+            release = find_release(recipe.catalog, version)
+            cfg = recipe.validate_ or release_settings(release)
+        elif (path / "manifest.json").is_file():
+            release = path
+            cfg = release_settings(release)
+        else:
+            console.print(f"[red]{path} is neither a release folder (with manifest.json) nor a recipe[/red]")
+            return EXIT_BAD_RECIPE
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]validate refused[/red]: {exc}", highlight=False)
+        return EXIT_BAD_RECIPE
+    if steps is not None:
+        cfg = cfg.model_copy(update={"steps": steps})
+    release = release.resolve()
+    out_dir = Path(out).resolve() if out else release / "validation"
+    import ray
+
+    started = False
+    try:
+        if not ray.is_initialized():
+            ray_cfg = recipe.ray if recipe is not None else None
+            init_ray(ray_cfg.address if ray_cfg else None, ray_cfg.num_cpus if ray_cfg else None,
+                     ray_cfg.connect_timeout_s if ray_cfg else 30.0, include_dashboard=False,
+                     log_to_driver=True, configure_logging=False)
+            started = True
+        doc = protocol.run(release, cfg, out_dir, console)
+    except ClusterUnreachable as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        return EXIT_ERRORS
+    except ValueError as exc:
+        console.print(f"[red]validate refused[/red]: {exc}", highlight=False)
+        return EXIT_BAD_RECIPE
+    finally:
+        if started:
+            ray.shutdown()
+    report.write(doc, out_dir, release if out is None else None)
+    shutil.rmtree(out_dir / "_work", ignore_errors=True)
+    for line in report.reading(doc):
+        console.print(line, highlight=False)
+    console.print(f"validation: {out_dir / 'validation.json'}")
+    return EXIT_OK

@@ -1,0 +1,242 @@
+"""Training and scoring through Ray Train: one TorchTrainer runs the three
+conditions in turn, on the CPU, one GPU or several (DDP), with the device
+chosen by Ray and bf16 autocast where the GPU has it.
+
+Everything that decides a step is a function of (seed, step): the clips of
+the step's batch and the dropout masks. A checkpoint (model, optimizer,
+schedule, loss history) is written every ``checkpoint_every`` steps, by
+rename, so a run killed at any moment resumes from its last checkpoint and
+ends where an uninterrupted run ends. A condition whose scores are written
+(``<condition>/eval.json``) is not trained again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import VISUAL, Stream, shuffled_order
+
+CONDITIONS = ("aligned", "shuffled", "none")
+WARMUP = 0.1  # share of the steps with a linear warm-up; then cosine to 10%
+
+
+def batch_indices(n: int, batch: int, seed: int, step: int) -> list[int]:
+    """The clips of global step ``step``: consecutive slices of one fixed permutation per epoch."""
+    perms: dict[int, np.ndarray] = {}
+    out = []
+    for p in range(step * batch, (step + 1) * batch):
+        epoch, at = divmod(p, n)
+        if epoch not in perms:
+            perms[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
+        out.append(int(perms[epoch][at]))
+    return out
+
+
+def collate(streams: list[Stream], vis: list[np.ndarray], orders: list[np.ndarray | None], device):
+    """Right-padded tensors: ids, visual rows per position, visual mask, attention, word index."""
+    t = max(len(s.ids) for s in streams)
+    dim = vis[0].shape[1]
+    ids = np.zeros((len(streams), t), np.int64)
+    word = np.full((len(streams), t), -1, np.int64)
+    rows = np.zeros((len(streams), t, dim), np.float32)
+    is_vis = np.zeros((len(streams), t), bool)
+    attention = np.zeros((len(streams), t), bool)
+    for b, (s, v, order) in enumerate(zip(streams, vis, orders)):
+        n = len(s.ids)
+        ids[b, :n], word[b, :n], attention[b, :n] = s.ids, s.word, True
+        slots = np.flatnonzero(s.ids == VISUAL)
+        seconds = s.second[slots]
+        if order is not None:
+            seconds = order[seconds]
+        rows[b, slots] = v[seconds]
+        is_vis[b, slots] = True
+    as_t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    return as_t(ids), as_t(rows), as_t(is_vis), as_t(attention), as_t(word)
+
+
+def _orders(data: dict, clip_ids: list[str], condition: str) -> list[np.ndarray | None]:
+    if condition != "shuffled":
+        return [None] * len(clip_ids)
+    return [shuffled_order(len(data["vis"][c]), data["seed"], c) for c in clip_ids]
+
+
+def _lr_lambda(steps: int):
+    warm = max(1, int(steps * WARMUP))
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
+    return f
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    found = sorted(folder.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1])) if folder.is_dir() else []
+    return found[-1] if found else None
+
+
+def _bf16(device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def _autocast(device):
+    if _bf16(device):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+def _build_tokenizer(data: dict):
+    from .data import WordTokenizer
+    from .model import load_hf_tokenizer
+
+    if data["tokenizer"]["kind"] == "bpe":
+        return WordTokenizer.from_json(data["tokenizer"]["json"])
+    return WordTokenizer.from_hf(load_hf_tokenizer(data["tokenizer"]["name"], data["tokenizer"].get("gguf_file")))
+
+
+def train_loop(config: dict) -> None:
+    """Ray Train's per-worker function: every condition not scored yet, in order."""
+    import ray.train
+    import ray.train.torch
+
+    from ..recipe import ValidateConfig
+
+    work = Path(config["work"])
+    cfg = ValidateConfig.model_validate(config["cfg"])
+    data = torch.load(work / "data.pt", weights_only=False)  # written by this run's driver
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
+    todo = [c for c in config["conditions"] if not (work / c / "eval.json").is_file()]
+    for condition in todo:
+        _run_condition(cfg, data, work / condition, condition, rank, world, device)
+
+
+def _run_condition(cfg, data: dict, folder: Path, condition: str, rank: int, world: int, device) -> None:
+    import ray.train
+    import ray.train.torch
+
+    from .model import build, n_params, word_nll
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)  # the same initial weights in every condition
+    core = build(cfg, data["vocab_size"], data["vis_dim"], data["max_len"])
+    model = ray.train.torch.prepare_model(core, parallel_strategy_kwargs={"find_unused_parameters": True})
+    params = [p for p in core.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.steps))
+    state = {"step": 0, "history": [], "tokens_seen": 0, "seconds": 0.0}
+    ckpt = latest_checkpoint(folder / "checkpoints")
+    if ckpt is not None:
+        saved = torch.load(ckpt, map_location=device, weights_only=False)
+        core.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        state = saved["state"]
+    train = data["train"]
+    blind = condition == "none"
+    bar = None
+    if rank == 0:
+        from ray.experimental.tqdm_ray import tqdm
+
+        bar = tqdm(total=cfg.steps, desc=f"{condition:<8}")
+        bar.update(state["step"])
+    t0 = time.perf_counter()
+    model.train()
+    for step in range(state["step"], cfg.steps):
+        picked = batch_indices(len(train["streams"]), cfg.batch_size, cfg.seed, step)
+        mine = picked[rank::world] or picked[:1]
+        torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout masks depend on the step alone
+        ids, rows, is_vis, attention, word = collate(
+            [train["streams"][i] for i in mine], [data["vis"][train["clip_ids"][i]] for i in mine],
+            _orders(data, [train["clip_ids"][i] for i in mine], condition), device)
+        with _autocast(device):
+            logits = model(ids, rows, is_vis, attention, blind)
+        nll, mask = word_nll(logits, ids, word)
+        loss = nll.sum() / mask.sum().clamp(min=1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        state["history"].append(float(loss.detach()))
+        state["tokens_seen"] += int(sum(len(train["streams"][i].ids) for i in picked))
+        state["step"] = step + 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_description(f"{condition:<8} loss {state['history'][-1]:.3f}")
+        if state["step"] % cfg.checkpoint_every == 0 or state["step"] == cfg.steps:
+            state["seconds"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            if rank == 0:
+                target = folder / "checkpoints" / f"step_{state['step']:08d}.pt"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _atomic_save({"model": core.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                              "state": state}, target)
+                for old in target.parent.glob("step_*.pt"):  # keep the newest only
+                    if old != target:
+                        old.unlink(missing_ok=True)
+            ray.train.report({"condition": condition, "step": state["step"], "loss": state["history"][-1]})
+    if bar is not None:
+        bar.close()
+    if rank == 0:
+        scores = evaluate(core, data, condition, device)
+        scores |= {"condition": condition, "history": state["history"], "steps": cfg.steps,
+                   "tokens_seen": state["tokens_seen"], "train_seconds": round(state["seconds"], 2),
+                   "params": n_params(core), "trainable_params": n_params(core, trainable=True),
+                   "device": str(device), "dtype": "bfloat16" if _bf16(device) else "float32",
+                   "workers": world}
+        tmp = folder / ".eval.json.tmp"
+        tmp.write_text(json.dumps(scores))
+        os.replace(tmp, folder / "eval.json")
+
+
+@torch.no_grad()
+def evaluate(core, data: dict, condition: str, device, batch: int = 16) -> dict:
+    """Per-clip word nats on the scored split; per-question correctness by option likelihood."""
+    from .model import word_nll
+
+    core.eval()
+    blind = condition == "none"
+    ev = data["eval"]
+    clips = []
+    for k in range(0, len(ev["streams"]), batch):
+        streams, ids_ = ev["streams"][k:k + batch], ev["clip_ids"][k:k + batch]
+        ids, rows, is_vis, attention, word = collate(streams, [data["vis"][c] for c in ids_],
+                                                     _orders(data, ids_, condition), device)
+        with _autocast(device):
+            logits = core(ids, rows, is_vis, attention, blind)
+        nll, mask = word_nll(logits, ids, word)
+        for b, clip_id in enumerate(ids_):
+            clips.append({"clip_id": clip_id, "nats": float(nll[b].sum()), "words": int(streams[b].n_words),
+                          "tokens": int(mask[b].sum())})
+    qa = []
+    for q in data["questions"]:
+        scores = []
+        for s in q["options"]:
+            ids, rows, is_vis, attention, word = collate([s], [data["vis"][q["clip_id"]]],
+                                                         _orders(data, [q["clip_id"]], condition), device)
+            with _autocast(device):
+                logits = core(ids, rows, is_vis, attention, blind)
+            nll, mask = word_nll(logits, ids, word)
+            scores.append(float(nll.sum() / mask.sum().clamp(min=1)))
+        qa.append({"clip_id": q["clip_id"], "correct": int(np.argmin(scores)) == q["answer"],
+                   "n_options": len(q["options"])})
+    return {"clips": clips, "qa": qa}
