@@ -106,8 +106,7 @@ def stored_embeddings(release: Path) -> dict[str, list[tuple[float, np.ndarray]]
         return {}
     out: dict[str, list[tuple[float, np.ndarray]]] = {}
     table = duckdb.connect().execute(
-        f"SELECT clip_id, t, embedding FROM {_parquet(files)} WHERE status = 'ok' OR status IS NULL "
-        f"ORDER BY clip_id, t").fetch_arrow_table()
+        f"SELECT clip_id, t, embedding FROM {_parquet(files)} ORDER BY clip_id, t").to_arrow_table()
     ids, ts = table["clip_id"].to_pylist(), table["t"].to_pylist()
     emb = np.asarray(table["embedding"].to_pylist(), dtype=np.float32) if ids else np.zeros((0, 0), np.float32)
     for i, clip_id in enumerate(ids):

@@ -78,6 +78,7 @@ class StreamModel(nn.Module):
 
     def forward(self, ids: torch.Tensor, vis: torch.Tensor, is_vis: torch.Tensor, attention: torch.Tensor,
                 blind: bool) -> torch.Tensor:
+        """``blind``: every visual slot gets the learned constant ``null`` (the no-frames condition)."""
         x = self.backbone.embed(ids.clamp(min=0))
         v = self.null.to(x.dtype).expand_as(x) if blind else self.projector(vis).to(x.dtype)
         x = torch.where(is_vis.unsqueeze(-1), v, x)
