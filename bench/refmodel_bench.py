@@ -7,7 +7,7 @@ loss and AdamW step as `curate validate`, in this process (no Ray), for
 word tokens) and word tokens per second, for the recipe defaults and for
 the size the tests use.
 
-    .venv/bin/python bench/refmodel_bench.py [--seconds 20] [--threads 2] [--device cpu|cuda]
+    .venv/bin/python bench/refmodel_bench.py [--seconds 20] [--threads 1] [--device cpu|cuda]
 
 A GPU run of `curate validate` goes through Ray Train: see docs/refmodel.md.
 """
@@ -81,18 +81,19 @@ def measure(cfg: ValidateConfig, seconds: float, device: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
-    sizes = {"recipe default": TinyConfig(),
-             "tests": TinyConfig(d_model=96, layers=2, heads=4, vocab_size=300)}
-    print(f"tiny backbone, batch 16 clips of ~62 tokens, {args.threads} thread(s), {args.device}")
-    for label, tiny in sizes.items():
-        r = measure(ValidateConfig(tiny=tiny), args.seconds, args.device)
-        print(f"  {label:<15} d_model {tiny.d_model:>4}, {r['params'] / 1e6:.2f} M params: "
+    sizes = {"recipe default": ValidateConfig(),
+             "demo_large/tests": ValidateConfig(batch_size=8, tiny=TinyConfig(d_model=64, vocab_size=300))}
+    print(f"tiny backbone, clips of ~62 tokens, {args.threads} thread(s), {args.device}")
+    for label, cfg in sizes.items():
+        tiny = cfg.tiny
+        r = measure(cfg, args.seconds, args.device)
+        print(f"  {label:<16} d_model {tiny.d_model:>4}, batch {cfg.batch_size:>2}, {r['params'] / 1e6:.2f} M params: "
               f"{r['tokens_per_s']:,.0f} tokens/s, {r['word_tokens_per_s']:,.0f} word tokens/s, "
               f"{r['steps_per_s']:.1f} steps/s ({r['steps']} steps)")
 

@@ -23,10 +23,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, stage_table
 from curate.paths import data_dir
 
-N_VIDEOS = 24  # ~35 training and ~18 validation clips
+N_VIDEOS = 24
+N_TRAIN = 16  # videos demo_00 .. demo_15 train, demo_16 .. demo_23 are scored
 # recipes/demo_large.yaml's validate: section (sized for 2 CPU cores), spelled out.
 VALIDATE = {"backbone": "tiny", "steps": 300, "batch_size": 8, "checkpoint_every": 50, "lr": 3e-3,
             "cpus_per_worker": 1, "bootstrap": 2000, "seed": 0,
@@ -62,6 +63,16 @@ def demo_release(request, tmp_path_factory, ray_local):
         recipe = demo_recipe(base, base / "catalog", site.base_url)
         result = Runner(load_recipe(recipe)).run()
         assert result.ok, result.errors
+    # Video ids carry a hash of the page URL (the site's port), so hashed splits would differ from run to
+    # run: pin them by demo number instead (the first two thirds train, the rest validation).
+    ids = sorted(r["video_id"] for r in stage_table(base / "catalog", "crawl") if r["status"] == "ok")
+    ids.sort(key=lambda v: v.split("-")[1])
+    pins = base / "pins.csv"
+    pins.write_text("video_id,split\n" + "".join(f"{v},{'train' if k < N_TRAIN else 'validation'}\n"
+                                                 for k, v in enumerate(ids)))
+    doc = yaml.safe_load(recipe.read_text())
+    doc["release"]["pin_splits"] = str(pins)
+    recipe.write_text(yaml.safe_dump(doc, sort_keys=False))
     assert release(load_recipe(recipe)) == 0
     print(f"demo release of {N_VIDEOS} videos built in {time.perf_counter() - t0:.0f} s")
     return recipe, base / "catalog" / "releases" / "v1"
@@ -224,3 +235,9 @@ def test_transformers_backbone_trains_from_the_shipped_gguf(demo_release):
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < 20
     assert not torch.equal(before_proj, model.projector[0].weight)
     assert torch.equal(before_lm, model.backbone.lm.get_input_embeddings().weight)
+
+
+def test_demo_refuses_fewer_videos_than_shipped(tmp_path):
+    out = run_cli("demo", "--videos", "2", cwd=tmp_path)
+    assert out.returncode == 2 and "at least the 4 shipped videos" in out.stdout + out.stderr
+    assert not (tmp_path / "catalogs").exists()
