@@ -241,3 +241,49 @@ def test_demo_refuses_fewer_videos_than_shipped(tmp_path):
     out = run_cli("demo", "--videos", "2", cwd=tmp_path)
     assert out.returncode == 2 and "at least the 4 shipped videos" in out.stdout + out.stderr
     assert not (tmp_path / "catalogs").exists()
+
+
+def test_multiple_choice_qa_is_scored_by_option_likelihood(tmp_path):
+    """Questions are read from a release's qa config; each option is scored after the clip's stream;
+    accuracy comes with an interval and the chance level."""
+    import numpy as np
+    import torch
+
+    from curate.recipe import TinyConfig, ValidateConfig
+    from curate.refmodel import data as rdata
+    from curate.refmodel.model import build
+    from curate.refmodel.protocol import summarize
+    from curate.refmodel.train import evaluate
+
+    (tmp_path / "data" / "qa").mkdir(parents=True)
+    good = {"multiple_choice": [{"question": "What colour is the circle?", "options": ["red", "blue", "green"],
+                                 "answer_index": 1}]}
+    bad = {"multiple_choice": [{"question": "x", "options": ["a", "b"], "answer_index": 7}]}
+    pq.write_table(pa.table({"annotation_id": ["a1", "a2", "a3"], "clip_id": ["c1", "c1", "other"],
+                             "output": [json.dumps(good), json.dumps(bad), json.dumps(good)]}),
+                   tmp_path / "data" / "qa" / "validation-00000-of-00001.parquet")
+    questions = rdata.read_questions(tmp_path, {"c1"})
+    assert [(q.clip_id, q.options, q.answer) for q in questions] == [("c1", ["red", "blue", "green"], 1)]
+
+    clip = rdata.Clip("c1", "v", "validation", 0.0, 3.0, [{"start_s": 0.1, "end_s": 0.5, "text": "Here"},
+                                                           {"start_s": 1.2, "end_s": 1.6, "text": "blue."}])
+    clip.vis = np.ones((3, 8), np.float32)
+    tok, _ = rdata.WordTokenizer.train_bpe(["Here is a blue circle. What colour is the circle? red green"], 64)
+    base = rdata.stream(clip, tok, 64)
+    options = [rdata.option_stream(base, questions[0], o, tok, 64) for o in questions[0].options]
+    assert all((s.word >= 0).sum() >= 1 and s.ids[-1] != rdata.VISUAL for s in options)
+    data = {"eval": {"clip_ids": ["c1"], "streams": [base]}, "vis": {"c1": clip.vis}, "seed": 0,
+            "questions": [{"clip_id": "c1", "answer": 1, "options": options}] * 4}
+    cfg = ValidateConfig(tiny=TinyConfig(d_model=16, heads=2, vocab_size=64), bootstrap=200)
+    torch.manual_seed(0)
+    model = build(cfg, tok.vocab_size, 8, 64)
+    scores = {}
+    for cond in ("aligned", "shuffled", "none"):
+        s = evaluate(model, data, cond, torch.device("cpu"))
+        scores[cond] = s | {"history": [1.0], "tokens_seen": 1, "train_seconds": 0.0, "params": 1,
+                            "trainable_params": 1}
+    qa = summarize(scores, cfg, {})["qa"]
+    assert qa["questions"] == 4 and qa["chance"] == pytest.approx(1 / 3, abs=1e-3)
+    for cond in scores:
+        acc, (lo, hi) = qa["by_condition"][cond]["accuracy"], qa["by_condition"][cond]["ci95"]
+        assert acc in (0.0, 1.0) and lo <= acc <= hi  # the same question four times: all right or all wrong

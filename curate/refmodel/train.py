@@ -100,15 +100,6 @@ def _autocast(device):
     return torch.autocast(device.type, enabled=False)
 
 
-def _build_tokenizer(data: dict):
-    from .data import WordTokenizer
-    from .model import load_hf_tokenizer
-
-    if data["tokenizer"]["kind"] == "bpe":
-        return WordTokenizer.from_json(data["tokenizer"]["json"])
-    return WordTokenizer.from_hf(load_hf_tokenizer(data["tokenizer"]["name"], data["tokenizer"].get("gguf_file")))
-
-
 def train_loop(config: dict) -> None:
     """Ray Train's per-worker function: every condition not scored yet, in order."""
     import ray.train
