@@ -59,11 +59,12 @@ def reading(doc: dict) -> list[str]:
             out.append(f"Frames lower the loss per word by {v:.2f} nats ({_ci(g)}): the pictures tell the model "
                        "something about the words spoken.")
         elif hi < 0:
-            out.append(f"Frames raise the loss per word by {-v:.2f} nats ({_ci(g)}): the model does worse with the "
-                       "pictures than without; the words do not follow what is shown (mismatched clips?).")
+            out.append(f"Frames raise the loss per word by {-v:.2f} nats (visual gain {_ci(g)}): the model does "
+                       "worse with the pictures than without; the words do not follow what is shown (mismatched "
+                       "clips?).")
         else:
-            out.append(f"No evidence that frames help: the loss per word changes by {v:+.2f} nats with frames "
-                       f"({_ci(g)}, which includes zero).")
+            out.append(f"No evidence that frames help: the visual gain (loss without frames minus with them) is "
+                       f"{v:+.2f} nats per word ({_ci(g)}, which includes zero).")
     g = doc["gains"].get("temporal")
     if g:
         lo, hi = g["ci95"]
@@ -72,8 +73,8 @@ def reading(doc: dict) -> list[str]:
             out.append(f"Frames at their own time beat the same frames shuffled within the clip by {v:.2f} nats "
                        f"per word ({_ci(g)}): the words follow the pictures in time.")
         else:
-            out.append(f"No evidence that timing matters: aligned vs shuffled frames differ by {v:+.2f} nats per "
-                       f"word ({_ci(g)}).")
+            out.append(f"No evidence that timing matters: the temporal-alignment gain (shuffled frames minus "
+                       f"aligned) is {v:+.2f} nats per word ({_ci(g)}).")
     qa = doc.get("qa")
     if qa:
         a = qa["by_condition"].get("aligned") or next(iter(qa["by_condition"].values()))
