@@ -287,3 +287,18 @@ def test_multiple_choice_qa_is_scored_by_option_likelihood(tmp_path):
     for cond in scores:
         acc, (lo, hi) = qa["by_condition"][cond]["accuracy"], qa["by_condition"][cond]["ci95"]
         assert acc in (0.0, 1.0) and lo <= acc <= hi  # the same question four times: all right or all wrong
+
+
+def test_frame_embeddings_missing_from_the_side_table_are_recomputed_from_the_frames(demo_release):
+    import numpy as np
+
+    from curate.refmodel.data import stored_embeddings, recompute_embeddings
+
+    _, v1 = demo_release
+    stored = stored_embeddings(v1)
+    some = sorted(stored)[:2]
+    again = recompute_embeddings(v1, some)
+    for clip_id in some:
+        assert [t for t, _ in again[clip_id]] == [t for t, _ in stored[clip_id]]
+        diff = np.abs(np.stack([e for _, e in again[clip_id]]) - np.stack([e for _, e in stored[clip_id]]))
+        assert diff.max() < 2e-3  # stored as float16

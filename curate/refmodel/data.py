@@ -105,7 +105,7 @@ def stored_embeddings(release: Path) -> dict[str, list[tuple[float, np.ndarray]]
     if not files:
         return {}
     out: dict[str, list[tuple[float, np.ndarray]]] = {}
-    table = duckdb.connect().execute(
+    table = duckdb.connect().sql(
         f"SELECT clip_id, t, embedding FROM {_parquet(files)} ORDER BY clip_id, t").to_arrow_table()
     ids, ts = table["clip_id"].to_pylist(), table["t"].to_pylist()
     emb = np.asarray(table["embedding"].to_pylist(), dtype=np.float32) if ids else np.zeros((0, 0), np.float32)
@@ -118,6 +118,7 @@ def recompute_embeddings(release: Path, clip_ids: list[str]) -> dict[str, list[t
     """Frame embeddings of clips the side table lacks, from the segment stage's sampled frames,
     with the CLIP model the release's recipe gave the filter stage."""
     import cv2
+    import pyarrow as pa
     import yaml
 
     from ..vision.clip_encoder import ClipEncoder
@@ -132,7 +133,7 @@ def recompute_embeddings(release: Path, clip_ids: list[str]) -> dict[str, list[t
     if not files:
         return {}
     con = duckdb.connect()
-    con.register("wanted", __import__("pyarrow").table({"clip_id": clip_ids}))
+    con.register("wanted", pa.table({"clip_id": clip_ids}))
     rows = con.execute(f"SELECT clip_id, frames FROM {_parquet(files)} WHERE clip_id IN (SELECT clip_id FROM wanted)"
                        ).fetchall()
     encoder = ClipEncoder(fcfg.get("clip_model", "ViT-B-32"), fcfg.get("clip_pretrained", "openai"))

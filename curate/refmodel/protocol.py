@@ -124,6 +124,7 @@ def run(release: Path, cfg, out: Path, console, conditions=CONDITIONS) -> dict:
 
 
 def _hardware(ray, cfg, scores: dict) -> dict:
+    import os
     import platform
 
     import torch
@@ -131,7 +132,7 @@ def _hardware(ray, cfg, scores: dict) -> dict:
     first = next(iter(scores.values()))
     out = {"device": first.get("device"), "dtype": first.get("dtype"), "workers": cfg.workers,
            "use_gpu": cfg.use_gpu, "cpus_per_worker": cfg.cpus_per_worker, "machine": platform.machine(),
-           "cpu_count": __import__("os").cpu_count(), "torch": torch.__version__, "ray": ray.__version__}
+           "cpu_count": os.cpu_count(), "torch": torch.__version__, "ray": ray.__version__}
     if torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name(0)
     return out

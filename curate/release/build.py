@@ -170,7 +170,8 @@ def _publish(recipe: Recipe, cfg: ReleaseConfig, b: Build, version: str, console
     total = sum(v["rows"] for v in sizes.get("clips", {}).values())
     front = card.front_matter(cfg, recipe.name, b.configs, schemas, sizes, total)
     n_decon = con.execute("SELECT count(DISTINCT video_id) FROM decontaminated").fetchall()[0][0]
-    recipe_text = recipe.path.read_text() if recipe.path else yaml.safe_dump(recipe.model_dump(mode="json"))
+    recipe_text = (recipe.path.read_text() if recipe.path
+                   else yaml.safe_dump(recipe.model_dump(mode="json", by_alias=True, exclude={"path"})))
     (tmp / "recipe.yaml").write_text(recipe_text)
     text = card.render(front=front, name=recipe.name, version=version, release=cfg,
                        funnel=tables.funnel(con, b.views), split_rows=sizes, decontaminated=n_decon, plots=made,
