@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_sub = p.add_subparsers(dest="demo_command")
     s = demo_sub.add_parser("serve", help="only serve the demo site until Ctrl-C")
     s.add_argument("--port", type=int, default=8765)
-    s.add_argument("--directory", default=None, help="folder of videos to serve (default: the bundled demo corpus)")
+    s.add_argument("--directory", default=None, help="folder of .mp4/.mkv/.webm/.mpg videos (+ <name>.en.vtt) to serve (default: the bundled demo corpus)")
     s.set_defaults(fn=cmd_demo_serve)
 
     p = sub.add_parser("llm", help="local LLM endpoint")

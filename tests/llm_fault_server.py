@@ -14,7 +14,7 @@ misbehave and how:
 - ``"400"``: HTTP 400 (a request the endpoint will never accept)
 - ``"empty_choices"``: HTTP 200 with ``choices: []`` but the usage billed
 
-Good replies are canned valid outputs for a clip spanning 0-30 s, chosen
+Good replies are canned valid outputs for any clip of at least 5 s, chosen
 by the ``response_format`` schema name, or found in the prompt for repairs.
 """
 
@@ -26,18 +26,18 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-# Valid for any clip that covers 0-30 s.
+# Valid for any clip of at least 5 s (the demo recipe's min_clip_s): every span within 0-5 s.
 VALID_OUTPUTS = {
     "caption": {"caption": "A cook slices an onion on a wooden board, then sweeps it into a hot pan."},
     "qa": {
         "open_ended": [{"question": "What is cut first?", "answer": "An onion.", "start": 1.0, "end": 4.0}],
         "multiple_choice": [{"question": "Where do the slices go?", "options": ["A pan", "A bowl", "A bin", "A pot"],
-                             "answer_index": 0, "start": 5.0, "end": 9.0}],
+                             "answer_index": 0, "start": 2.5, "end": 4.5}],
     },
     "reasoning": {"question": "Why is the pan heated first?", "reasoning": ["Oil must be hot.", "Onions then sear."],
                   "answer": "So the onions sear instead of stewing."},
     "commentary": {"lines": [{"start": 1.0, "end": 3.0, "text": "Here the onion gets halved."},
-                             {"start": 5.0, "end": 8.0, "text": "And into the pan it goes."}]},
+                             {"start": 3.5, "end": 4.8, "text": "And into the pan it goes."}]},
     "grounding": {"events": [{"start": 0.5, "end": 4.0, "description": "The onion is sliced."}]},
     "livecc_filter": {"comments_on_screen_in_real_time": True, "not_personal_feelings": True,
                       "not_multi_person_conversation": True, "text_not_garbled": True,
