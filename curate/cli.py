@@ -24,14 +24,19 @@ def _load(recipe_path: str, ray_address: str | None = None):
 
 def cmd_check(args) -> int:
     from .recipe import RecipeError
-    from .run.runner import plan
+    from .run.runner import plan, preflight
 
     recipe = _load(args.recipe)
     try:
         plans = plan(recipe)
+        problems, warnings = preflight(recipe, plans)
+        if problems:
+            raise RecipeError("\n".join(problems))
     except RecipeError as exc:
         err_console.print(f"[red]recipe refused[/red]:\n{exc}", highlight=False)
         return EXIT_BAD_RECIPE
+    for warning in warnings:
+        err_console.print(f"[yellow]warning[/yellow] {warning}", highlight=False)
     console.print(f"[green]ok[/green] {args.recipe}: catalog {recipe.catalog}, {recipe.shards} shards")
     for p in plans:
         console.print(f"  {p.name:<11} fp={p.fingerprint}  cpus={p.resources.cpus:g} gpus={p.resources.gpus:g}")

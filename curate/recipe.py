@@ -42,7 +42,6 @@ class Recipe(BaseModel):
     ray: RayConfig = RayConfig()
     shards: int = Field(4, ge=1, le=100_000)
     stages: Any
-    release: dict | None = None
 
     # Filled by load_recipe, not by the YAML.
     path: Path | None = None

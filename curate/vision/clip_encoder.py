@@ -81,6 +81,59 @@ def load_model(name: str, pretrained: str | None, threads: int | None = None):
     return model, open_clip.get_tokenizer(name)
 
 
+def weights_problem(name: str, pretrained: str | None) -> str | None:
+    """Why ``name`` + ``pretrained`` cannot load on this machine without a hub, or None.
+
+    Checks without loading: the architecture is known, and the weights are a
+    local file, the shipped demo checkpoint, or already in open_clip's caches."""
+    import open_clip
+
+    register_demo_config()
+    if name not in open_clip.list_models():
+        return (f"{RECIPE_KEY}: unknown open_clip model {name!r}; e.g. ViT-B-32, or {DEMO_MODEL} for the "
+                f"offline demo (see open_clip.list_models())")
+    if name == DEMO_MODEL and not pretrained:
+        return None if DEMO_CHECKPOINT.is_file() else f"{RECIPE_KEY}: the demo checkpoint {DEMO_CHECKPOINT} is missing"
+    if not pretrained:
+        return (f"{RECIPE_KEY}: {name!r} needs weights: set clip_pretrained to a local checkpoint file or an "
+                f"open_clip tag whose weights are in the local cache")
+    if Path(pretrained).suffix or "/" in pretrained:
+        return None if Path(pretrained).is_file() else f"{RECIPE_KEY}: checkpoint file {pretrained} not found"
+    cfg = open_clip.get_pretrained_cfg(name, pretrained)
+    if not cfg:
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
+        return f"{RECIPE_KEY}: {name!r} has no weights tagged {pretrained!r} (tags: {tags})"
+    if _cached(cfg):
+        return None
+    where = cfg["hf_hub"].rsplit("/", 1)[0] if cfg.get("hf_hub") else cfg.get("url", "")
+    fetch = (f"`huggingface-cli download {where}` where there is network access (it fills the Hugging Face "
+             f"cache; copy ~/.cache/huggingface to this machine)") if cfg.get("hf_hub") else \
+        f"download {where} into ~/.cache/clip/ where there is network access"
+    return (f"{RECIPE_KEY}: weights {name}/{pretrained} are not on this machine, and curate fetches nothing "
+            f"from a model hub at run time: {fetch}, or set clip_pretrained to a local checkpoint file, or use "
+            f"clip_model: {DEMO_MODEL} with clip_pretrained: null (offline demo only)")
+
+
+def _cached(cfg: dict) -> bool:
+    """Are these weights already where open_clip looks (file, Hugging Face cache, ~/.cache/clip)?"""
+    import os
+
+    if cfg.get("file"):
+        return Path(cfg["file"]).is_file()
+    if cfg.get("hf_hub"):
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, filename = os.path.split(cfg["hf_hub"])
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        if filename.endswith((".bin", ".pth")):
+            names.insert(0, filename[:-4] + ".safetensors")
+        if any(isinstance(try_to_load_from_cache(repo, n), str) for n in names):
+            return True
+    if cfg.get("url"):
+        return (Path("~/.cache/clip").expanduser() / os.path.basename(cfg["url"])).is_file()
+    return False
+
+
 @contextlib.contextmanager
 def _quiet_random_init_warning():
     """open_clip warns 'initialized randomly' when we load the weights ourselves right after."""
