@@ -1,8 +1,10 @@
 """CLIP models for the filter stage, loaded with open_clip, never from a hub at run time.
 
 A recipe names a model as an open_clip architecture plus weights:
-``clip_model: ViT-B-32`` with ``clip_pretrained: openai`` (a tag open_clip
-downloads on machines with hub access) or a local checkpoint file.
+``clip_model: ViT-B-32`` with ``clip_pretrained: openai`` (a tag whose
+weights are already in the local Hugging Face or open_clip cache) or a local
+checkpoint file. ``weights_problem`` checks that without loading, so a run
+refuses missing weights before it starts instead of reaching for a hub.
 
 ``curate-demo-clip`` is a tiny CLIP (64x64 images) that this project trains
 itself, in well under a minute on a CPU, on pictures drawn like the demo
