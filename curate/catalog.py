@@ -6,6 +6,7 @@
     <root>/stages/<stage>/fp=<fingerprint>/shard=00042.parquet
     <root>/stages/<stage>/fp=<fingerprint>/_done/00042.json
     <root>/runs/<run_id>.json
+    <root>/lease.json                 the live run writing the catalog (run/lease.py)
 
 A shard counts as done only when its marker exists and names the sha256 of
 the Parquet file beside it; a stray file never counts.
@@ -13,6 +14,7 @@ the Parquet file beside it; a stray file never counts.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -114,8 +116,10 @@ class StageDir:
             return None
         return doc
 
-    def write_shard(self, shard: int, table: pa.Table, marker: dict) -> dict:
-        """Write the Parquet file atomically, then the marker (last)."""
+    def write_shard(self, shard: int, table: pa.Table, marker: dict, guard=None) -> dict:
+        """Write the Parquet file atomically, then the marker (last). ``guard``, a context
+        manager, is held around the commit (rename + marker): it may refuse by raising
+        (a worker whose run lost the catalog, see run/lease.py)."""
         target = self.shard_path(shard)
         self.path.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{target.name}.", suffix=".tmp")
@@ -124,19 +128,20 @@ class StageDir:
             pq.write_table(table, tmp, compression="zstd")
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
-            os.replace(tmp, target)
-            _fsync_dir(self.path)
+            doc = dict(marker, shard=shard, rows=table.num_rows, bytes=os.path.getsize(tmp),
+                       sha256=sha256_file(Path(tmp)))
+            # Side tables the stage wrote for this shard (written before the marker):
+            # views show exactly these files, at these sizes.
+            doc["side_tables"] = {sub.name: {"bytes": f.stat().st_size} for sub in sorted(self.path.iterdir())
+                                  if sub.is_dir() and not sub.name.startswith("_")
+                                  and (f := sub / target.name).is_file()}
+            with guard if guard is not None else contextlib.nullcontext():
+                os.replace(tmp, target)
+                _fsync_dir(self.path)
+                atomic_write_json(self.marker_path(shard), doc)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        doc = dict(marker, shard=shard, rows=table.num_rows, bytes=target.stat().st_size,
-                   sha256=sha256_file(target))
-        # Side tables the stage wrote for this shard (written before the marker):
-        # views show exactly these files, at these sizes.
-        side = {sub.name: {"bytes": f.stat().st_size} for sub in sorted(self.path.iterdir())
-                if sub.is_dir() and not sub.name.startswith("_") and (f := sub / target.name).is_file()}
-        doc["side_tables"] = side
-        atomic_write_json(self.marker_path(shard), doc)
         return doc
 
     def read_shard(self, shard: int) -> pa.Table:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 
-from .console import EXIT_BAD_RECIPE, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, console, err_console, print_result
+from .console import EXIT_BAD_RECIPE, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, console, err_console, print_result, styled
 
 
 def _load(recipe_path: str, ray_address: str | None = None):
@@ -18,7 +18,7 @@ def _load(recipe_path: str, ray_address: str | None = None):
     try:
         return load_recipe(recipe_path, ray_address=ray_address)
     except RecipeError as exc:
-        err_console.print(f"[red]recipe refused[/red] (nothing was run):\n{exc}", highlight=False)
+        err_console.print(styled("recipe refused", "red", f" (nothing was run):\n{exc}"), highlight=False)
         raise SystemExit(EXIT_BAD_RECIPE) from None
 
 
@@ -33,11 +33,11 @@ def cmd_check(args) -> int:
         if problems:
             raise RecipeError("\n".join(problems))
     except RecipeError as exc:
-        err_console.print(f"[red]recipe refused[/red]:\n{exc}", highlight=False)
+        err_console.print(styled("recipe refused", "red", f":\n{exc}"), highlight=False)
         return EXIT_BAD_RECIPE
     for warning in warnings:
-        err_console.print(f"[yellow]warning[/yellow] {warning}", highlight=False)
-    console.print(f"[green]ok[/green] {args.recipe}: catalog {recipe.catalog}, {recipe.shards} shards")
+        err_console.print(styled("warning", "yellow", f" {warning}"), highlight=False)
+    console.print(styled("ok", "green", f" {args.recipe}: catalog {recipe.catalog}, {recipe.shards} shards"))
     for p in plans:
         console.print(f"  {p.name:<11} fp={p.fingerprint}  cpus={p.resources.cpus:g} gpus={p.resources.gpus:g}")
     return EXIT_OK
@@ -59,7 +59,7 @@ def _catalog_root(arg: str) -> Path:
     if path.is_file() and path.suffix in (".yaml", ".yml"):
         return _load(arg).catalog
     if not path.is_dir():
-        err_console.print(f"[red]no catalog at {path}[/red] (give a catalog folder or a recipe)")
+        err_console.print(styled(f"no catalog at {path}", "red", " (give a catalog folder or a recipe)"))
         raise SystemExit(EXIT_BAD_RECIPE)
     return path
 
@@ -86,7 +86,7 @@ def cmd_sql(args) -> int:
     try:
         print_result(con.sql(args.command), args.format)
     except duckdb.Error as exc:
-        err_console.print(f"[red]{exc}[/red]\nviews: {', '.join(views)}", highlight=False)
+        err_console.print(styled(str(exc), "red", f"\nviews: {', '.join(views)}"), highlight=False)
         return EXIT_ERRORS
     return EXIT_OK
 
@@ -130,6 +130,13 @@ def cmd_status(args) -> int:
     if last:
         console.print(f"last run {last.get('run_id')}: {last.get('status')} (started {last.get('started_at')})")
     return EXIT_OK
+
+
+def cmd_release(args) -> int:
+    from .release.build import qa, release
+
+    recipe = _load(args.recipe)
+    return release(recipe, args.version, console) if args.fn_name == "release" else qa(recipe, console)
 
 
 def cmd_demo(args) -> int:
@@ -200,6 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("catalog", help="catalog folder (or its recipe)")
     p.set_defaults(fn=cmd_status)
 
+    for name, text in (("release", "build the next release of the recipe's catalog (tables, exports, card)"),
+                       ("qa", "run qa_checks/ over the recipe's current tables (the release gate, alone)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("recipe")
+        if name == "release":
+            p.add_argument("--version", default=None, help="version name (default: the next vN)")
+        p.set_defaults(fn=cmd_release, fn_name=name)
+
     p = sub.add_parser("demo", help="serve the demo site on loopback, run the demo recipe, show a query")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--recipe", default=None, help="recipe to run against the demo site (default: the demo recipe)")
@@ -221,7 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    # Python 3.11's argparse fills an optional positional before later options
+    # ("sql CATALOG --format json QUERY"): take the query that is left over.
+    if getattr(args, "fn", None) is cmd_sql and args.query is None and len(rest) == 1 and not rest[0].startswith("-"):
+        args.query, rest = rest[0], []
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -6,13 +6,23 @@ import json
 import sys
 
 from rich.console import Console
+from rich.text import Text
 
 EXIT_OK, EXIT_ERRORS, EXIT_BAD_RECIPE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 # Wide tables when piped (CI logs, files); the terminal's width otherwise.
-console = Console(width=None if sys.stdout.isatty() else 150)
-err_console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 150)
+# Markup and emoji codes are off: titles, paths, recipe values and error
+# messages hold brackets ("Best clips of [/r/videos]", "[min, max]") and
+# colons that must print as they are. Colour goes through Text / style=.
+console = Console(width=None if sys.stdout.isatty() else 150, markup=False, emoji=False)
+err_console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 150,
+                      markup=False, emoji=False)
+
+
+def styled(label: str, style: str, rest: str = "") -> Text:
+    """``label`` in ``style``, then ``rest`` as plain text (never markup)."""
+    return Text.assemble((label, style), rest)
 
 
 def print_result(rel, fmt: str) -> None:
@@ -33,10 +43,10 @@ def print_result(rel, fmt: str) -> None:
         from rich.table import Table
 
         table = Table(show_lines=False)
-        for c in columns:
-            table.add_column(c, overflow="fold")
+        for c in columns:  # Text, not str: a value is never read as markup, whatever the console
+            table.add_column(Text(c), overflow="fold")
         for r in rows:
-            table.add_row(*["NULL" if v is None else _short(v) for v in r])
+            table.add_row(*[Text("NULL" if v is None else _short(v)) for v in r])
         console.print(table)
 
 
@@ -71,24 +81,28 @@ def run_and_report(recipe) -> int:
     """Run a loaded recipe, print its summary table and errors; the CLI's exit code."""
     from .recipe import RecipeError
     from .run.cluster import ClusterUnreachable
+    from .run.lease import CatalogBusy
     from .run.runner import Runner
     from .run.summary import summary_table
 
     try:
         result = Runner(recipe, console=err_console).run()
     except RecipeError as exc:
-        err_console.print(f"[red]recipe refused[/red] (nothing was run):\n{exc}", highlight=False)
+        err_console.print(styled("recipe refused", "red", f" (nothing was run):\n{exc}"), highlight=False)
         return EXIT_BAD_RECIPE
+    except CatalogBusy as exc:
+        err_console.print(styled("catalog busy", "red", f" (nothing was run): {exc}"), highlight=False)
+        return EXIT_ERRORS
     except ClusterUnreachable as exc:
-        err_console.print(f"[red]error[/red] {exc}", highlight=False)
+        err_console.print(styled("error", "red", f" {exc}"), highlight=False)
         return EXIT_ERRORS
     console.print(summary_table(result.summaries, title=f"curate run {result.run_id}  ({recipe.catalog})"))
     for error in result.errors:
-        err_console.print(f"[red]error[/red] {error}", highlight=False)
+        err_console.print(styled("error", "red", f" {error}"), highlight=False)
     console.print(f"run record: {result.record_path}")
     if result.interrupted:
         done = ", ".join(f"{name} {s['shards_done']}/{s['shards']}" for name, s in result.summaries.items())
-        err_console.print(f"[yellow]interrupted[/yellow]: shards done and kept: {done}; "
-                          f"resume with: curate run {recipe.path}", highlight=False)
+        err_console.print(styled("interrupted", "yellow", f": shards done and kept: {done}; "
+                                                          f"resume with: curate run {recipe.path}"), highlight=False)
         return EXIT_INTERRUPTED
     return EXIT_OK if result.ok else EXIT_ERRORS

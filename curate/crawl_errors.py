@@ -92,6 +92,8 @@ def classify(exc: BaseException) -> CrawlFault:
             return CrawlFault(Status.TRANSIENT, "crawl.timeout", message)
         return CrawlFault(Status.FAILED, f"crawl.http_{status}", message)
     low = message.lower()
+    if re.search(r"downloaded file is empty|did not get any data", low):  # a 0-byte video
+        return CrawlFault(Status.FAILED, "crawl.empty_file", f"the video file is empty (0 bytes): {message}")
     for pattern, code in _PATTERNS:
         if re.search(pattern, low):
             return CrawlFault(Status.FAILED, code, message)

@@ -11,13 +11,13 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from .stages import available_stages
-from .stages.base import Resources
+from .stages.base import ExistingPath, Resources
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -33,6 +33,63 @@ class RayConfig(BaseModel):
     connect_timeout_s: float = Field(30.0, gt=0, le=3600, description="give up joining a cluster after this long")
 
 
+class CardConfig(BaseModel):
+    """Dataset card fields (Hugging Face front matter and the card's text)."""
+
+    model_config = ConfigDict(extra="forbid")
+    pretty_name: str | None = None
+    description: str = ""
+    language: list[str] = ["en"]
+    task_categories: list[str] = ["video-text-to-text"]
+    homepage: str | None = None
+    citation: str | None = None
+    takedown: str = ("To ask for a video to be removed, open an issue naming its video_id or URL; "
+                     "it is left out of the next release.")
+
+
+class GateConfig(BaseModel):
+    """Thresholds the qa_checks read (table ``gate`` in the checks' DuckDB)."""
+
+    model_config = ConfigDict(extra="forbid")
+    words_per_second: tuple[float, float] = Field((0.5, 5.0), description="allowed speech rate of a clip")
+    max_error_rate: float = Field(0.25, ge=0, le=1, description="failed + transient rows / rows, per stage")
+    max_error_rate_by_stage: dict[str, float] = {}
+    warnings_block: bool = False
+
+
+class ReleaseConfig(BaseModel):
+    """``release:``: what `curate release` builds from the recipe's tables."""
+
+    model_config = ConfigDict(extra="forbid")
+    splits: dict[str, float] = Field({"train": 0.9, "test": 0.1},
+                                     description="split name -> fraction of videos, in order; fractions sum to 1")
+    seed: int = 0
+    pin_splits: ExistingPath | None = Field(None, description="CSV video_id,split: these videos keep that split")
+    decontaminate: ExistingPath | None = Field(None, description="file of video ids or URLs to leave out")
+    license: str = Field("other", description="the dataset's licence (Hugging Face id, e.g. cc-by-4.0)")
+    source_license: str | None = Field(None, description="licence of videos whose page states none")
+    card: CardConfig = CardConfig()
+    gate: GateConfig = GateConfig()
+    exports: list[Literal["stream", "sft"]] = ["stream", "sft"]
+    stream_query: str = "Please comment on the video in real time."
+    media: Literal["reference", "copy", "hardlink"] = "reference"
+    max_shard_rows: int = Field(50_000, ge=1)
+
+    @field_validator("splits")
+    @classmethod
+    def _fractions(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v or any(not re.fullmatch(r"[a-z][a-z0-9_]*", k) for k in v):
+            raise ValueError("split names are lowercase words (train, validation, test)")
+        if any(f < 0 for f in v.values()) or abs(sum(v.values()) - 1) > 1e-6:
+            raise ValueError(f"split fractions must be >= 0 and sum to 1 (got {sum(v.values()):g})")
+        return v
+
+    @field_validator("exports")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(v))
+
+
 class Recipe(BaseModel):
     """Fields common to every recipe; ``stages`` is built from the stage registry."""
 
@@ -42,6 +99,7 @@ class Recipe(BaseModel):
     ray: RayConfig = RayConfig()
     shards: int = Field(4, ge=1, le=100_000)
     stages: Any
+    release: ReleaseConfig | None = None
 
     # Filled by load_recipe, not by the YAML.
     path: Path | None = None
@@ -136,13 +194,45 @@ def _format_errors(path: Path, exc: ValidationError, model: type[BaseModel]) -> 
     return "\n".join(lines)
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping names the same key twice (plain YAML keeps the last one silently)."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key repeated in one mapping (``shards: 2`` ... ``shards: 3``)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:  # before merge keys (<<) are flattened in: those may be overridden
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:  # an unhashable key: SafeLoader reports it
+                    continue
+                if first is not key_node:
+                    raise DuplicateKeyError(f"line {key_node.start_mark.line + 1}: key {key!r} appears twice "
+                                            f"in one mapping (first at line {first.start_mark.line + 1}); "
+                                            "keep one")
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str):
+    """``yaml.safe_load`` that also refuses repeated keys."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def load_recipe(path: str | Path, ray_address: str | None = None) -> Recipe:
     """Read, interpolate and validate a recipe; raise RecipeError with a readable message."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = load_yaml(path.read_text())
     except FileNotFoundError:
         raise RecipeError(f"{path}: no such recipe file") from None
+    except DuplicateKeyError as exc:
+        raise RecipeError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(doc, dict):

@@ -3,9 +3,10 @@
 Views: ``<stage>`` (the newest fingerprint whose shards are all done, see
 ``Catalog.view_dir``), ``<stage>_all`` (every fingerprint, with an ``fp``
 column), a view per side table a stage wrote (e.g. ``frame_embeddings``),
-and ``runs`` (the run records). Only shards whose completion marker matches
-their file are visible, side tables' shards included: a half-written or
-stray file never is.
+``runs`` (the run records), and the releases' tables (``release_clips``,
+``release_annotations``, ... for the latest; ``release_v1_clips``, ... per
+version). Only shards whose completion marker matches their file are
+visible, side tables' shards included: a half-written or stray file never is.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ def open_catalog(catalog_root: Path) -> CatalogViews:
         listed = ", ".join("'" + str(p).replace("'", "''") + "'" for p in runs)
         con.execute(f"CREATE VIEW runs AS SELECT * FROM read_json_auto([{listed}], union_by_name = true)")
         out.views.append("runs")
+    out.views += _release_views(con, catalog.root / "releases")
     return out
 
 
@@ -107,3 +109,32 @@ def connect(catalog_root: Path) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
     """An in-memory DuckDB with views over the catalog; returns (connection, view names)."""
     views = open_catalog(catalog_root)
     return views.con, views.views
+
+
+def _release_views(con: duckdb.DuckDBPyConnection, releases: Path) -> list[str]:
+    """``release_<config>`` for the latest release, ``release_<version>_<config>`` for each,
+    and ``release_annotations`` (every task), each with a ``split`` column from the file name."""
+    import re
+
+    versions = sorted((p for p in releases.glob("*") if (p / "manifest.json").is_file()),
+                      key=lambda p: ((p / "manifest.json").stat().st_mtime, p.name)) if releases.is_dir() else []
+    views = []
+    for i, folder in enumerate(versions):
+        prefixes = [f"release_{re.sub(r'[^A-Za-z0-9_]', '_', folder.name)}_"] + (["release_"] if i == len(versions) - 1 else [])
+        tasks = []
+        for config in sorted(p for p in (folder / "data").glob("*") if p.is_dir()):
+            files = sorted(str(f) for f in config.glob("*.parquet"))
+            if not files:
+                continue
+            select = (f"SELECT * EXCLUDE (filename), regexp_extract(filename, '([^/]+)-[0-9]{{5}}-of-[0-9]{{5}}[.]parquet$', 1) "
+                      f"AS split FROM {_parquet(files, ', filename = true')}")
+            tasks += [select] if config.name != "clips" else []
+            for prefix in prefixes:
+                con.execute(f"CREATE OR REPLACE VIEW {_ident(prefix + config.name)} AS {select}")
+                views.append(prefix + config.name)
+        if tasks:
+            for prefix in prefixes:
+                con.execute(f"CREATE OR REPLACE VIEW {_ident(prefix + 'annotations')} AS "
+                            + " UNION ALL BY NAME ".join(tasks))
+                views.append(prefix + "annotations")
+    return views

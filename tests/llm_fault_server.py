@@ -12,6 +12,7 @@ misbehave and how:
 - ``"truncated"``: half a reply with ``finish_reason: "length"``
 - ``"401"``: HTTP 401 whose message echoes the API key (as some providers do)
 - ``"400"``: HTTP 400 (a request the endpoint will never accept)
+- ``"empty_choices"``: HTTP 200 with ``choices: []`` but the usage billed
 
 Good replies are canned valid outputs for a clip spanning 0-30 s, chosen
 by the ``response_format`` schema name, or found in the prompt for repairs.
@@ -108,6 +109,11 @@ class FaultServer:
             return 500, {}, _error("the model crashed", "server_error")
         if mode == "slow":
             time.sleep(self.slow_s)
+        usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                 "total_tokens": self.prompt_tokens + self.completion_tokens}
+        if mode == "empty_choices":
+            return 200, {}, {"id": "chatcmpl-empty", "object": "chat.completion", "created": int(time.time()),
+                             "model": body.get("model", "?"), "choices": [], "usage": usage}
         task = _task_of(body)
         content = json.dumps(_sized(VALID_OUTPUTS.get(task, {"caption": "ok"}), body))
         finish = "stop"
@@ -121,8 +127,7 @@ class FaultServer:
             "id": "chatcmpl-fault", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", "?"),
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
-            "usage": {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                      "total_tokens": self.prompt_tokens + self.completion_tokens},
+            "usage": usage,
         }
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:

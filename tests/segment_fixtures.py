@@ -36,7 +36,9 @@ def video_row(root: Path, video_id: str, src: Path, words: list[dict], fetched: 
     if src != root / rel:
         shutil.copyfile(src, root / rel)
     return {"video_id": video_id, "video_path": str(rel), "title": f"Demo {video_id}",
-            "words": [{**w, "prob": 1.0} for w in words], "video_sha256": sha256_file(root / rel),
+            # truth words ({start, end, text}) as transcribe's table words
+            "words": [{"start_s": w["start"], "end_s": w["end"], "text": w["text"], "prob": 1.0} for w in words],
+            "video_sha256": sha256_file(root / rel),
             "fetched_at": datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=fetched)}
 
 

@@ -124,6 +124,60 @@ def test_a_bad_first_reply_is_repaired_with_the_error_quoted(tmp_path):
     assert "could not be used" in repair and "caption" in repair  # names what was missing
 
 
+def test_an_empty_choices_reply_fails_the_row_and_records_the_usage_billed(tmp_path):
+    price = {"fake-model": {"input_per_mtok": 1_000_000, "output_per_mtok": 1_000_000}}  # $1 a token
+    with FaultServer(prompt_tokens=7, completion_tokens=3) as srv:
+        srv.fault = lambda body: "empty_choices"
+        stage = make_stage(tmp_path, srv.base_url, prices=price)
+        rows = run(stage, clips_table(1))
+        spent = stage.budget.spent_usd
+        stage.teardown()
+    row = rows["clip-0:caption"]
+    assert (row["status"], row["error_code"]) == ("failed", "llm.empty_reply")
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (7, 3)  # what the server said it billed
+    assert row["cost_usd"] == pytest.approx(10) and spent == pytest.approx(10)
+    assert srv.count == 1
+
+
+def _task(body: dict) -> str:
+    return body["response_format"]["json_schema"]["name"]
+
+
+def test_a_rerun_redoes_only_the_transient_rows_of_a_clip_and_keeps_its_failed_ones(tmp_path):
+    from curate.run.worker import ShardWorker
+
+    catalog = tmp_path / "catalog"
+    clips = clips_table(2)
+    clips = clips.append_column("status", pa.array(["ok"] * 2)).append_column(
+        "error_code", pa.array([None] * 2, pa.string())).append_column("error_msg", pa.array([None] * 2, pa.string()))
+    Catalog(catalog).stage_dir("segment", "seg0").write_shard(0, clips, {"stage": "segment"})
+    with FaultServer() as srv:
+        # clip-0: its caption gets an empty reply (failed), its qa a 500 (transient).
+        srv.fault = lambda body: (("empty_choices" if _task(body) == "caption" else "500")
+                                  if mentions(body, "Cooking show 0") else None)
+        params = dict(base_url=srv.base_url, model="fake-model", api_key_env="CURATE_TEST_LLM_KEY",
+                      tasks=["caption", "qa"], input_stage="segment", n_questions=1, max_retries=0, timeout_s=5.0)
+        worker = ShardWorker("annotate", params, str(catalog), str(tmp_path), 1, "ann0", {"segment": "seg0"})
+        out = Catalog(catalog).stage_dir("annotate", "ann0")
+        worker.run(0)
+        first = {r["annotation_id"]: r for r in out.read_shard(0).to_pylist()}
+        assert (first["clip-0:caption"]["status"], first["clip-0:caption"]["error_code"]) == \
+            ("failed", "llm.empty_reply")
+        assert (first["clip-0:qa"]["status"], first["clip-0:qa"]["error_code"]) == ("transient", "llm.server_error")
+        assert srv.count == 4
+
+        srv.fault = lambda body: None
+        srv.reset_counts()
+        worker.run(0)
+        worker.close()
+    assert [_task(b) for b in srv.bodies] == ["qa"]  # only the transient row is sent again
+    again = {r["annotation_id"]: r for r in out.read_shard(0).to_pylist()}
+    assert again["clip-0:qa"]["status"] == "ok"
+    assert again["clip-0:caption"] == first["clip-0:caption"]  # the failed row stays as it was
+    assert again["clip-1:caption"] == first["clip-1:caption"] and len(again) == 4
+    assert out.marker(0)["reprocessed_rows"] == 1
+
+
 def test_budget_stops_half_way_and_a_bigger_budget_finishes_without_paying_twice(tmp_path):
     table = clips_table(8)
     # $1 per completion token, max_tokens 20: every request reserves and costs exactly $20.

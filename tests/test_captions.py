@@ -16,7 +16,7 @@ def texts(words):
 
 
 def test_rolling_auto_captions_with_word_times_collapse_repeats():
-    words = parse_caption_file(FIXTURES / "rolling_auto.en.vtt")
+    words = parse_caption_file(FIXTURES / "rolling_auto.en.vtt", kind="auto")
     # every spoken word once, [Music] skipped; the speaker's own "the the" is kept
     assert words_text(words) == "so today we're going to fix the bike chain the the chain is loose"
     by_text = {w["text"]: w for w in words}
@@ -26,9 +26,9 @@ def test_rolling_auto_captions_with_word_times_collapse_repeats():
 
 
 def test_rolling_plain_captions_collapse_repeated_lines():
-    words = parse_caption_file(FIXTURES / "rolling_plain.en.vtt")
+    words = parse_caption_file(FIXTURES / "rolling_plain.en.vtt", kind="auto")
     assert words_text(words) == "first we remove the wheel and then we loosen the two bolts"
-    # untimed cue: 2 s over 5 words, spread evenly at 0.1 s resolution
+    # untimed cue: 2 s over 5 words, spread evenly
     assert [(w["start_s"], w["end_s"]) for w in words[:5]] == [(1.0, 1.4), (1.4, 1.8), (1.8, 2.2), (2.2, 2.6), (2.6, 3.0)]
 
 
@@ -48,7 +48,7 @@ def test_manual_vtt_keeps_real_repetition_and_decodes_entities():
 
 
 def test_json3_uses_word_offsets():
-    words = parse_caption_file(FIXTURES / "auto.en.json3")
+    words = parse_caption_file(FIXTURES / "auto.en.json3", kind="auto")
     assert texts(words) == ["now", "pump", "the", "tire", "to", "sixty", "psi"]
     assert [w["start_s"] for w in words] == [1.0, 1.4, 1.8, 2.0, 2.51, 2.81, 3.31]
     assert words[3]["end_s"] == 2.51  # the event lasts to 4.0 s on screen, but the next word starts at 2.51
@@ -93,3 +93,54 @@ def test_not_utf8_is_a_parse_error(tmp_path):
 def test_clean_text():
     assert clean_text("<c.colorE5E5E5>&gt;&gt; [Music] rock &amp; roll</c>") == "rock & roll"
     assert clean_text(">> HOST: hi <b>there</b>") == "HOST: hi there"
+
+
+def srt(*cues: tuple[float, float, str]) -> str:
+    def stamp(t: float) -> str:
+        ms = round(t * 1000)
+        return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+    return "".join(f"{k}\n{stamp(a)} --> {stamp(b)}\n{text}\n\n" for k, (a, b, text) in enumerate(cues, 1))
+
+
+def test_annotations_per_kind_manual_keeps_the_words_auto_drops_the_cue():
+    text = srt((0, 2, "[laughs] That's great"), (2, 4, "see you"))
+    assert texts(parse_caption_text(text, "srt", kind="manual")) == ["That's", "great", "see", "you"]
+    assert texts(parse_caption_text(text, "srt", kind="auto")) == ["see", "you"]  # LiveCC: the cue goes
+
+
+def test_repeats_per_kind_manual_keeps_them_untimed_auto_collapses():
+    text = srt((0, 2, "no no no way"))
+    assert texts(parse_caption_text(text, "srt", kind="manual")) == ["no", "no", "no", "way"]
+    collapsed = parse_caption_text(text, "srt", kind="auto")
+    assert texts(collapsed) == ["no", "way"]
+    assert [(w["start_s"], w["end_s"]) for w in collapsed] == [(0.0, 1.0), (1.0, 2.0)]  # the cue spread over 2 words
+    timed = "WEBVTT\n\n00:00:00.000 --> 00:00:02.000\nno<00:00:00.500><c> no</c><00:00:01.000><c> way</c>\n"
+    assert texts(parse_caption_text(timed, "vtt", kind="auto")) == ["no", "no", "way"]  # timed apart: two words
+
+
+def test_overlapping_cues_never_interleave_nor_make_zero_length_words():
+    # Two speakers: the second cue starts while the first is still on screen.
+    text = srt((0, 4, "one two three four"), (2, 6, "five six"), (2, 6, "seven"), (6, 6, "eight nine"))
+    for kind in ("manual", "auto"):
+        words = parse_caption_text(text, "srt", kind=kind)
+        assert texts(words) == ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+        assert [(w["start_s"], w["end_s"]) for w in words[:4]] == [(0, 0.5), (0.5, 1.0), (1.0, 1.5), (1.5, 2.0)]
+        assert all(w["end_s"] > w["start_s"] for w in words)
+        assert all(a["end_s"] <= b["start_s"] for a, b in zip(words, words[1:]))
+
+
+def test_no_word_has_zero_length_on_random_cue_files():
+    import random
+
+    rng = random.Random(8)
+    vocabulary = ["a", "b", "no", "yes", "[Music]", "the", "&amp;", ">>", "well"]
+    for _ in range(400):
+        cues, t = [], 0.0
+        for _ in range(rng.randint(1, 12)):
+            t = max(0.0, t + rng.choice([-1.0, -0.05, 0.0, 0.0, 0.01, 0.3, 1.0, 2.5]))
+            length = rng.choice([0.0, 0.001, 0.05, 0.2, 1.0, 3.0])
+            cues.append((round(t, 3), round(t + length, 3), " ".join(rng.choices(vocabulary, k=rng.randint(1, 8)))))
+        for kind in ("manual", "auto"):
+            words = parse_caption_text(srt(*cues), "srt", kind=kind)
+            assert all(w["end_s"] > w["start_s"] for w in words), cues
+            assert all(a["end_s"] <= b["start_s"] for a, b in zip(words, words[1:])), cues

@@ -55,7 +55,9 @@ def test_models_that_are_here_pass_and_an_unreachable_endpoint_is_a_warning(tmp_
     assert "stages.annotate.base_url" in result.stderr
 
 
-def test_an_unknown_top_level_key_is_refused(tmp_path, helpers):
-    recipe = helpers.write_recipe(tmp_path, {"crawl": CRAWL}, release={"anything": [1, 2]})
+@pytest.mark.parametrize("top,key", [({"release": {"anything": [1, 2]}}, "release.anything"),
+                                     ({"relase": {"splits": {"train": 1.0}}}, "relase")])
+def test_an_unknown_key_at_the_top_or_in_release_is_refused(tmp_path, helpers, top, key):
+    recipe = helpers.write_recipe(tmp_path, {"crawl": CRAWL}, **top)
     result = helpers.run_cli("check", str(recipe))
-    assert result.returncode == 2 and "release: unknown key" in result.stderr
+    assert result.returncode == 2 and f"{key}: unknown key" in result.stderr, result.stderr

@@ -129,3 +129,14 @@ def test_a_server_that_never_answers_is_transient(tmp_path):
             conn.close()
         server.close()
     assert row["status"] == "transient" and row["error_code"] in ("crawl.network", "crawl.timeout"), row
+
+
+def test_an_empty_video_file_gets_its_own_code(tmp_path):
+    media = tmp_path / "extra"
+    media.mkdir()
+    (media / "empty.mp4").write_bytes(b"")  # the server says 200, Content-Length: 0
+    with DemoSite([DEMO_DATA, media]) as site:
+        url = site.url("empty")
+        row = _by_source(_crawl(tmp_path / "cat", [url], retries=0))[url]
+    assert (row["status"], row["error_code"]) == ("failed", "crawl.empty_file"), row
+    assert "empty" in row["error_msg"]

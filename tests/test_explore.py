@@ -47,3 +47,12 @@ def test_rerun_retries_only_transient_rows_then_sql_and_status(tmp_path, ray_loc
     result = helpers.run_cli("status", str(recipe))
     assert result.returncode == 0, result.stderr
     assert "crawl" in result.stdout and "finished" in result.stdout
+
+
+def test_sql_options_may_come_before_the_query(tmp_path, helpers):
+    (tmp_path / "empty_catalog").mkdir()
+    result = helpers.run_cli("sql", str(tmp_path / "empty_catalog"), "--format", "json", "select 1 as n")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [{"n": 1}]
+    result = helpers.run_cli("sql", str(tmp_path / "empty_catalog"), "--format", "json", "select 1", "select 2")
+    assert result.returncode == 2 and "unrecognized arguments" in result.stderr

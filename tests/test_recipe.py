@@ -75,3 +75,22 @@ def test_yaml_tags_are_not_executed(tmp_path):
     path.write_text("name: !!python/object/apply:os.system ['echo pwned']\ncatalog: c\nstages: {}\n")
     with pytest.raises(RecipeError, match="not valid YAML"):
         load_recipe(path)
+
+
+def test_a_repeated_key_is_refused_naming_it_and_both_lines(tmp_path, helpers):
+    path = tmp_path / "r.yaml"
+    path.write_text("name: t\ncatalog: c\nshards: 2\nstages:\n  crawl:\n    sources: [http://127.0.0.1:9/watch/a]\n"
+                    "shards: 3\n")
+    result = helpers.run_cli("check", str(path))
+    assert result.returncode == 2, result.stderr
+    assert "'shards'" in result.stderr and "line 7" in result.stderr and "line 3" in result.stderr
+    assert not (tmp_path / "c").exists()
+    # Nested mappings too; one key in two different mappings is fine, and so are merge keys.
+    path.write_text("name: t\ncatalog: c\nstages:\n  crawl:\n    sources: [http://127.0.0.1:9/watch/a]\n"
+                    "    max_height: 360\n    max_height: 720\n")
+    with pytest.raises(RecipeError, match=r"line 7: key 'max_height' appears twice .*first at line 6"):
+        load_recipe(path)
+    from curate.recipe import load_yaml
+
+    doc = load_yaml("a: {x: 1}\nb: {x: 2}\nbase: &b {h: 360, s: 1}\nc:\n  <<: *b\n  h: 720\n")
+    assert doc["c"] == {"h": 720, "s": 1} and doc["b"] == {"x": 2}

@@ -19,6 +19,10 @@ def test_broken_inputs_become_error_rows_and_the_run_goes_on(demo_run):
     assert codes["audio_only"] == ("audio_only:error", "failed", "segment.no_video")
     assert codes["no_speech"] == ("no_speech:none", "filtered", "segment.no_clips")
     assert all(r["error_msg"] for r in demo_run.segment if r["status"] != "ok")
+    # A video without clips keeps what its decode pass measured (its frames are on disk).
+    [mute] = rows_of(demo_run, "no_speech")
+    assert mute["video_duration_s"] == pytest.approx(4.0, abs=0.05) and mute["video_cuts"] == []
+    assert len(mute["frames"]) == 4 and all((demo_run.root / f["path"]).is_file() for f in mute["frames"])
     assert all(rows_of(demo_run, vid) and all(r["status"] == "ok" for r in rows_of(demo_run, vid))
                for vid in DEMO_IDS)
 
@@ -27,15 +31,15 @@ def test_broken_inputs_become_error_rows_and_the_run_goes_on(demo_run):
 def test_one_clip_per_narrated_scene_with_its_words_and_frames(demo_run, video_id):
     t = truth(video_id)
     clips = sorted(rows_of(demo_run, video_id), key=lambda r: r["start_s"])
-    # Every scene is narrated and followed by a 1.1 s pause; LiveCC's rule drops the
-    # last scene (nothing stops the loop after its final word).
-    scenes = t["scenes"][:-1]
+    # Every scene is narrated and followed by a 1.1 s pause: one clip per scene, the
+    # last one too (the words run out there; LiveCC keeps that final run as well).
+    scenes = t["scenes"]
     assert [c["text"] for c in clips] == [s["narration"] for s in scenes]
     for clip, scene in zip(clips, scenes):
         assert scene["start"] <= clip["start_s"] < clip["end_s"] <= scene["end"]
         assert clip["cuts"] == []  # a clip inside one scene holds no cut
         assert clip["video_cuts"] == pytest.approx(t["cuts"], abs=1 / 25 + 1e-6)
-        assert clip["clip_id"] == f"{video_id}:{round(clip['start'] * 1000)}-{round(clip['end'] * 1000)}"
+        assert clip["clip_id"] == f"{video_id}:{round(clip['start_s'] * 1000)}-{round(clip['end_s'] * 1000)}"
         assert clip["n_words"] == len(clip["words"]) == len(scene["narration"].split())
         assert 1.0 <= clip["words_per_second"] <= 4.0
         assert clip["title"] == f"Demo {video_id}"
@@ -66,3 +70,28 @@ def test_scene_mode_and_speech_rate_filter(tmp_path):
     slow = run_stage_on_table(SegmentStage(SegmentStage.Params(min_clip_s=3, max_clip_s=20, max_gap_s=1.0,
                                                                words_per_second=(5.0, 9.0)), ctx), table).to_pylist()
     assert {(r["status"], r["error_code"]) for r in slow} == {("filtered", "segment.speech_rate")}
+
+
+def test_frame_folders_are_never_rewritten(tmp_path):
+    """Rows of an older fingerprint keep pointing at the same JPEG bytes when
+    jpeg_quality or the frame size changes (each setting gets its own folder)."""
+    from curate.demo.corpus import make_video_without_audio
+    from curate.stages.segment import SegmentParams, decode_video
+
+    video = make_video_without_audio(tmp_path / "v.mp4", 2.0)
+    root = tmp_path / "catalog"
+    first = decode_video("v", video, root, SegmentParams(jpeg_quality=90), video_sha256="abc")
+    before = {f["path"]: (root / f["path"]).read_bytes() for f in first.frames}
+    stamps = {p: (root / p).stat().st_mtime_ns for p in before}
+    for params in (SegmentParams(jpeg_quality=40), SegmentParams(frame_short_side=64), SegmentParams(jpeg_quality=90)):
+        again = decode_video("v", video, root, params, video_sha256="abc")
+        assert len(again.frames) == len(first.frames)
+        if params.jpeg_quality == 90 and params.frame_short_side == 224:
+            assert [f["path"] for f in again.frames] == list(before)  # same settings: the same files, reused
+        else:
+            assert not set(f["path"] for f in again.frames) & set(before)
+    assert {p: (root / p).read_bytes() for p in before} == before
+    assert {p: (root / p).stat().st_mtime_ns for p in before} == stamps
+    # Another file under the same video_id (a re-download) never reuses these frames.
+    other = decode_video("v", video, root, SegmentParams(jpeg_quality=90), video_sha256="def")
+    assert not set(f["path"] for f in other.frames) & set(before)

@@ -162,7 +162,7 @@ def test_caption_words_match_the_demo_truth(demo_catalog):
         print(f"{row['video_id']}: caption WER {wer:.3f}, within {TIME_TOLERANCE_S}s {share:.3f}")
         assert wer < 0.05
         assert share >= 0.90
-        assert row["audio_path"] == f"media/{row['video_id']}/audio_16k.wav"
+        assert row["audio_path"] == f"media/{row['video_id']}/audio_16k_v2.wav"
 
 
 # -- choosing captions or ASR -------------------------------------------------

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 
 from ..paths import data_dir
 
@@ -24,7 +25,7 @@ def _site(port: int, console: Console):
     try:
         return DemoSite(port=port)
     except OSError:  # the fixed port is taken: any free port works, the recipe reads the URL from the env
-        console.print(f"[yellow]port {port} is busy; serving the demo site on a free port[/yellow]")
+        console.print(f"port {port} is busy; serving the demo site on a free port", style="yellow", markup=False)
         return DemoSite(port=0)
 
 
@@ -57,6 +58,18 @@ def _local_llm(recipe_path: Path, console: Console):
     return LocalLLM(n_threads=os.cpu_count() or 1)
 
 
+def _release(recipe, console: Console) -> int:
+    """The demo ends with a release; a rerun over unchanged tables shows the one it made before."""
+    from ..release.build import latest_release, release
+
+    existing = latest_release(recipe)
+    if existing is not None:
+        console.print(f"\nrelease {existing.name} holds these tables already; card: {existing / 'README.md'}")
+        return 0
+    console.print("\n[bold]Release[/bold]  (curate release <recipe>)")
+    return release(recipe, console=console)
+
+
 def run_demo(port: int = 8765, recipe: str | None = None, console: Console | None = None) -> int:
     from ..console import print_result, run_and_report
     from ..recipe import load_recipe
@@ -77,8 +90,11 @@ def run_demo(port: int = 8765, recipe: str | None = None, console: Console | Non
                 recipe_model = load_recipe(recipe_path)
                 code = run_and_report(recipe_model)
                 catalog = recipe_model.catalog
+    if code == 0 and recipe_model.release is not None:
+        code = _release(recipe_model, console)
     con, views = connect(catalog)
-    console.print(f"\n[bold]Example query[/bold]  (curate sql {catalog} \"...\"; views: {', '.join(views)})")
+    console.print(Text.assemble("\n", ("Example query", "bold"),
+                                f"  (curate sql {catalog} \"...\"; views: {', '.join(views)})"))
     console.print(DEMO_QUERY, highlight=False)
     print_result(con.sql(DEMO_QUERY), "table")
     return code

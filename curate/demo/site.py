@@ -30,17 +30,19 @@ log = logging.getLogger(__name__)
 
 # Page and file names the site accepts: anything else is a 404, never a path.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,100}")
-_MEDIA = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9_-]{0,100})\.(?P<ext>mp4|en\.vtt)")
+# Video containers served, in the order a name is looked up (first found wins).
+VIDEO_TYPES = {"mp4": "video/mp4", "mkv": "video/x-matroska", "webm": "video/webm", "mpg": "video/mpeg"}
+_MEDIA = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9_-]{0,100})\.(?P<ext>mp4|mkv|webm|mpg|en\.vtt)")
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
-_TYPES = {"mp4": "video/mp4", "en.vtt": "text/vtt; charset=utf-8"}
+_TYPES = {**VIDEO_TYPES, "en.vtt": "text/vtt; charset=utf-8"}
 FAULT_NAMES = ("missing", "broken", "corrupt", "flaky")
 
 
 class DemoSite:
     """Threaded HTTP server on 127.0.0.1 in a background thread; use as a context manager.
 
-    ``directories`` are searched in order for ``<name>.mp4`` (+ optional
-    ``<name>.en.vtt``); more can be added with :meth:`add_directory`.
+    ``directories`` are searched in order for ``<name>.mp4`` (or ``.mkv``,
+    ``.webm``, ``.mpg``; + optional ``<name>.en.vtt``); more can be added with :meth:`add_directory`.
     ``hits`` counts requests per path (thread-safe reads via :meth:`hit_count`).
     """
 
@@ -111,10 +113,20 @@ class DemoSite:
             directories = list(self.directories)
         names: dict[str, None] = {}
         for directory in directories:
-            for mp4 in sorted(directory.glob("*.mp4")):
-                if _NAME.fullmatch(mp4.stem) and mp4.stem not in FAULT_NAMES:
-                    names.setdefault(mp4.stem)
+            for video in sorted(p for ext in VIDEO_TYPES for p in directory.glob(f"*.{ext}")):
+                if _NAME.fullmatch(video.stem) and video.stem not in FAULT_NAMES:
+                    names.setdefault(video.stem)
         return list(names)
+
+    def find_video(self, name: str) -> Path | None:
+        """The file served for video ``name``: the first folder holding it, .mp4 first."""
+        with self._lock:
+            directories = list(self.directories)
+        for directory in directories:
+            for ext in VIDEO_TYPES:
+                if (directory / f"{name}.{ext}").is_file():
+                    return directory / f"{name}.{ext}"
+        return None
 
     def find_file(self, name: str, ext: str) -> Path | None:
         with self._lock:
@@ -129,15 +141,22 @@ class DemoSite:
         """What /media/<name>.<ext> serves: a file, or bytes made up for a fault route."""
         if name in ("corrupt", "flaky"):
             names = self.video_names()
-            source = self.find_file(names[0], ext) if names else None
+            if not names:
+                return None
+            source = self.find_video(names[0]) if ext in VIDEO_TYPES else self.find_file(names[0], ext)
             if source is None or ext != "mp4" or name == "flaky":
                 return source
             return cut_inside_index(source.read_bytes())
         return self.find_file(name, ext)
 
     def page(self, name: str) -> str | None:
-        if name not in ("corrupt", "flaky") and self.find_file(name, "mp4") is None:
-            return None
+        if name in ("corrupt", "flaky"):
+            ext = "mp4"
+        else:
+            video = self.find_video(name)
+            if video is None:
+                return None
+            ext = video.suffix.lstrip(".")
         has_captions = name in ("corrupt", "flaky") or self.find_file(name, "en.vtt") is not None
         title = html.escape(f"Demo video {name}")
         track = (
@@ -149,7 +168,7 @@ class DemoSite:
             "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{title}</title>\n</head>\n<body>\n<h1>{title}</h1>\n"
             "<video controls width=\"320\" height=\"240\">\n"
-            f'    <source src="/media/{name}.mp4" type="video/mp4">\n{track}</video>\n'
+            f'    <source src="/media/{name}.{ext}" type="{VIDEO_TYPES[ext]}">\n{track}</video>\n'
             "</body>\n</html>\n"
         )
 

@@ -34,10 +34,13 @@ class ChatReply:
 class LLMError(Exception):
     """A request that failed for good (after retries); ``code`` is the row's error_code."""
 
-    def __init__(self, code: str, msg: str, *, transient: bool):
+    def __init__(self, code: str, msg: str, *, transient: bool, prompt_tokens: int = 0, completion_tokens: int = 0):
         super().__init__(msg)
         self.code = code
         self.transient = transient
+        # What the server billed for a reply it did send, though unusable (e.g. no choices).
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -110,13 +113,15 @@ class LLMClient:
                         response = await self._client.chat.completions.create(**request)
         except openai.OpenAIError as exc:
             raise self._as_llm_error(exc) from None
-        if not response.choices:
-            raise LLMError("llm.empty_reply", "the endpoint returned no choices", transient=False)
-        choice = response.choices[0]
         usage = response.usage
+        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        if not response.choices:  # billed all the same: the row records the usage the server reported
+            raise LLMError("llm.empty_reply", "the endpoint returned no choices", transient=False,
+                           prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        choice = response.choices[0]
         return ChatReply(content=choice.message.content, finish_reason=choice.finish_reason,
-                         prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-                         completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0))
+                         prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
     def _as_llm_error(self, exc: Exception) -> LLMError:
         import openai

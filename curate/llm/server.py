@@ -14,8 +14,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -75,7 +75,7 @@ class LocalLLM:
         self.n_ctx, self.n_threads = n_ctx, n_threads
         self.startup_timeout_s = startup_timeout_s
         self.log_path = log_path
-        self._proc: subprocess.Popen | None = None
+        self._proc: procs.Popen | None = None
         self._log_file = None
 
     @property
@@ -84,10 +84,10 @@ class LocalLLM:
 
     def __enter__(self) -> "LocalLLM":
         cmd = server_command(smollm2_gguf_path(), self.host, self.port, n_ctx=self.n_ctx, n_threads=self.n_threads)
-        self._log_file = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self._log_file = open(self.log_path, "ab") if self.log_path else procs.DEVNULL
         # Offline by construction: the model is a local file, and nothing may try a hub.
         env = dict(os.environ, HF_HUB_OFFLINE="1")
-        self._proc = procs.popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
+        self._proc = procs.popen(cmd, stdout=self._log_file, stderr=procs.STDOUT, env=env)
         try:
             self._wait_ready()
         except BaseException:
@@ -117,20 +117,61 @@ class LocalLLM:
             self._proc.terminate()
             try:
                 self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+            except procs.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
-        if self._log_file not in (None, subprocess.DEVNULL):
+        if self._log_file not in (None, procs.DEVNULL):
             self._log_file.close()
 
 
-def serve(host: str = "127.0.0.1", port: int = 8080, *, n_ctx: int = 4096, n_threads: int | None = None) -> int:
-    """``curate llm serve``: run the server in the foreground until Ctrl-C; returns its exit code."""
-    cmd = server_command(smollm2_gguf_path(), host, port, n_ctx=n_ctx, n_threads=n_threads)
-    print(f"serving {MODEL_ALIAS} at http://{host}:{port}/v1 (model: {MODEL_ALIAS}); Ctrl-C stops it", flush=True)
-    proc = procs.popen(cmd, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel kills it if curate dies (even by SIGKILL)."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
     try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    except (OSError, AttributeError):  # not Linux: the handlers in serve() still stop it
+        pass
+
+
+def _stop(proc: procs.Popen, timeout_s: float = 10.0) -> int:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except procs.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
+
+
+class _Terminated(Exception):
+    """SIGTERM or SIGHUP arrived: unwind like Ctrl-C, so the server is stopped too."""
+
+
+def serve(host: str = "127.0.0.1", port: int = 8080, *, n_ctx: int = 4096, n_threads: int | None = None) -> int:
+    """``curate llm serve``: run the server in the foreground until Ctrl-C or SIGTERM;
+    returns its exit code. The server never outlives this process."""
+    cmd = server_command(smollm2_gguf_path(), host, port, n_ctx=n_ctx, n_threads=n_threads)
+
+    def on_signal(signum, frame):
+        raise _Terminated(signum)
+
+    # Handlers first: a SIGTERM right after the start must not leave the child behind.
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    proc = None
+    try:
+        print(f"serving {MODEL_ALIAS} at http://{host}:{port}/v1 (model: {MODEL_ALIAS}); Ctrl-C stops it", flush=True)
+        proc = procs.popen(cmd, env=dict(os.environ, HF_HUB_OFFLINE="1"), preexec_fn=_die_with_parent)
         return proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()
-        return proc.wait()
+        return _stop(proc) if proc is not None else 130
+    except _Terminated as exc:
+        if proc is not None:
+            _stop(proc)
+        return 128 + exc.args[0]
+    finally:  # every other way out too (an exception, a failed start)
+        if proc is not None:
+            _stop(proc)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,9 +1,13 @@
 """16 kHz mono audio, decoded once per video and kept for later stages.
 
-The transcribe stage writes ``media/<video_id>/audio_16k.wav`` (16-bit PCM:
-ample for speech, half the size of float32) and every later stage that needs
-sound reads it back with :func:`load_audio` instead of decoding the video
-again (docs/architecture.md: decode each video once).
+The transcribe stage writes ``media/<video_id>/audio_16k_v2.wav`` (16-bit
+PCM: ample for speech, half the size of float32) and every later stage that
+needs sound reads it back with :func:`load_audio` instead of decoding the
+video again (docs/architecture.md: decode each video once).
+
+Sample 0 is the container's start time, the zero of frame times too: audio
+that starts after it is preceded by silence, so word times and frame times
+share one clock.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 SAMPLE_RATE = 16_000
-AUDIO_FILENAME = "audio_16k.wav"
+# v2: on the container's timeline (issue 11). A new name, so that a file an
+# older version wrote (counted from the first audio frame) is never reused.
+AUDIO_FILENAME = "audio_16k_v2.wav"
 
 
 class NoAudioTrack(Exception):
@@ -28,7 +34,8 @@ class AudioDecodeError(Exception):
 
 
 def decode_audio(video_path: Path | str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The first audio stream of ``video_path`` as mono float32 in [-1, 1] at ``sample_rate``."""
+    """The first audio stream of ``video_path`` as mono float32 in [-1, 1] at
+    ``sample_rate``, sample 0 at the container's start time."""
     import av  # PyAV: in-process ffmpeg, no shell
 
     try:
@@ -39,10 +46,15 @@ def decode_audio(video_path: Path | str, sample_rate: int = SAMPLE_RATE) -> np.n
         if not container.streams.audio:
             raise NoAudioTrack(f"{Path(video_path).name} has no audio stream")
         stream = container.streams.audio[0]
+        start = (container.start_time or 0) / 1_000_000
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         chunks: list[np.ndarray] = []
+        lead = None  # silence before the first audio sample (audio that starts late)
         try:
             for frame in container.decode(stream):
+                if lead is None and frame.pts is not None and frame.time_base is not None:
+                    lead = np.zeros(max(0, round((float(frame.pts * frame.time_base) - start) * sample_rate)),
+                                    np.float32)
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray().reshape(-1))
             for out in resampler.resample(None):  # flush the resampler's buffer
@@ -51,6 +63,8 @@ def decode_audio(video_path: Path | str, sample_rate: int = SAMPLE_RATE) -> np.n
             raise AudioDecodeError(f"audio of {Path(video_path).name} is corrupt: {exc}") from exc
     if not chunks:
         raise AudioDecodeError(f"audio stream of {Path(video_path).name} holds no samples")
+    if lead is not None and lead.size:
+        chunks.insert(0, lead)
     return np.concatenate(chunks).astype(np.float32, copy=False)
 
 

@@ -2,9 +2,13 @@
 
 Each decoded frame yields (a) a small BGR copy for scene detection (every
 frame) and (b), at the recipe's sample rate, a larger BGR copy for CLIP and
-the reference model. Times are the frame's own ``pts * time_base`` minus the
-stream start, so variable-frame-rate video gets true times. Frames stream
-through: nothing holds the whole video in memory.
+the reference model. Times are on the container's timeline: the frame's own
+``pts * time_base`` minus the container's start time (the origin players,
+captions and the audio decoder use, so a video stream that starts late keeps
+its offset), and variable-frame-rate video gets true times. Sampled frames
+are shown as a player shows them: turned upright by the display matrix
+(phone rotation) and stretched to the display aspect (non-square pixels).
+Frames stream through: nothing holds the whole video in memory.
 
 Decoding runs in a producer thread with the codec's own frame threads on,
 so the caller's per-frame work (scene scoring, JPEG writing) overlaps it;
@@ -36,17 +40,33 @@ class DecodeError(SampleFault):
 
 @dataclass(frozen=True)
 class VideoInfo:
-    width: int
+    width: int  # stored (coded) size
     height: int
     fps: float  # average rate as the container reports it (VFR: only a hint)
-    duration_s: float | None
+    duration_s: float | None  # where the video ends on the container's timeline
     time_base: Fraction
+    start_pts: int = 0  # the container's start time in ``time_base`` units (the timeline's zero)
+    sample_aspect: Fraction = Fraction(1)  # pixel aspect (SAR); 16/11 for PAL 16:9
+
+
+def display_size(width: int, height: int, sample_aspect: Fraction, rotation: float) -> tuple[int, int]:
+    """The size a player shows: width stretched by the pixel aspect, then
+    turned by the display rotation (90 or 270 degrees swap the sides)."""
+    if sample_aspect > 0 and sample_aspect != 1:
+        width = max(1, round(width * sample_aspect))
+    return (height, width) if quarter_turns(rotation) % 2 else (width, height)
+
+
+def quarter_turns(rotation: float) -> int:
+    """Counter-clockwise quarter turns for a display rotation in degrees (PyAV's
+    ``frame.rotation``), as ``np.rot90`` takes them and as ffmpeg autorotates."""
+    return round((rotation or 0) / 90) % 4
 
 
 @dataclass
 class Frame:
     index: int  # decode order, 0-based
-    pts: int  # relative to the stream start, in ``time_base`` units
+    pts: int  # relative to the container's start, in ``time_base`` units
     time_base: Fraction
     small: np.ndarray  # HxWx3 BGR, downscaled for scene detection
     sample: np.ndarray | None  # HxWx3 BGR for CLIP, only at sample times
@@ -107,6 +127,19 @@ def _small_bgr(frame, width: int, height: int) -> np.ndarray:
     return cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
 
 
+def _upright_sample(frame, sample_aspect: Fraction, short_side: int) -> np.ndarray:
+    """The frame as displayed (pixel aspect applied, rotation undone), short side ``short_side``."""
+    import cv2
+
+    turns = quarter_turns(getattr(frame, "rotation", 0))  # per frame: the display matrix rides on each
+    shown_w, shown_h = display_size(frame.width, frame.height, sample_aspect, 90 * turns)
+    out_w, out_h = sample_size(shown_w, shown_h, short_side)
+    if turns % 2:  # resize in stored orientation, then turn
+        out_w, out_h = out_h, out_w
+    sample = cv2.resize(_to_bgr(frame), (out_w, out_h), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(np.rot90(sample, turns)) if turns else sample
+
+
 def open_video(path: Path):
     """Open ``path`` and return (container, video stream, info); raise DecodeError on faults."""
     import av
@@ -125,14 +158,21 @@ def open_video(path: Path):
         raise DecodeError("segment.no_video", f"{path.name} has no video stream (audio-only?)")
     stream = container.streams.video[0]
     rate = stream.average_rate or stream.guessed_rate
-    duration = float(stream.duration * stream.time_base) if stream.duration else (
-        container.duration / 1e6 if container.duration else None)
+    time_base = Fraction(stream.time_base.numerator, stream.time_base.denominator)
+    # The container's start (microseconds) is the zero of every time we record.
+    start = Fraction(container.start_time or 0, 1_000_000)
+    # Where the video stream ends on that timeline (a hint; the decode pass measures it).
+    duration = float((stream.start_time or 0) * time_base + stream.duration * time_base - start) \
+        if stream.duration else (container.duration / 1e6 if container.duration else None)
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
     info = VideoInfo(
         width=stream.codec_context.width,
         height=stream.codec_context.height,
         fps=float(rate) if rate else 0.0,
         duration_s=duration,
-        time_base=Fraction(stream.time_base.numerator, stream.time_base.denominator),
+        time_base=time_base,
+        start_pts=round(start / time_base),
+        sample_aspect=Fraction(sar.numerator, sar.denominator) if sar else Fraction(1),
     )
     if not info.width or not info.height:
         container.close()
@@ -152,10 +192,12 @@ def iter_frames(
     """Open ``path`` and return its info and a frame iterator (one decode pass).
 
     ``sample_fps`` > 0 attaches a sample frame to the first frame at or after
-    each multiple of 1/sample_fps seconds. Raises DecodeError (from opening,
-    or from the iterator mid-stream) for per-video faults. Frames cross
-    from the decoding thread in lists of ``batch``: one hand-over per frame
-    would cost more in GIL switches than the scene detector itself.
+    each multiple of 1/sample_fps seconds (on the container's timeline),
+    upright and at the display aspect, short side ``sample_short_side``.
+    Raises DecodeError (from opening, or from the iterator mid-stream) for
+    per-video faults. Frames cross from the decoding thread in lists of
+    ``batch``: one hand-over per frame would cost more in GIL switches than
+    the scene detector itself.
     """
     import cv2
 
@@ -164,7 +206,6 @@ def iter_frames(
     stream.thread_type = "AUTO"
     stream.codec_context.thread_count = threads or (os.cpu_count() or 1)
     small_w, small_h = scene_size(info.width, info.height, scene_min_width)
-    big_w, big_h = sample_size(info.width, info.height, sample_short_side)
     step = 1.0 / sample_fps if sample_fps > 0 else None
     name = Path(path).name
 
@@ -174,7 +215,6 @@ def iter_frames(
 
     def produce() -> None:
         try:
-            start_pts = None
             next_sample = 0.0
             index = 0
             pending: list[Frame] = []
@@ -183,15 +223,14 @@ def iter_frames(
                     return
                 if frame.pts is None:
                     continue  # no timestamp: cannot be placed in time
-                if start_pts is None:
-                    start_pts = frame.pts
                 tb = Fraction(frame.time_base.numerator, frame.time_base.denominator)
-                pts = frame.pts - start_pts
+                # On the container's timeline; never before its zero (the scene detector needs t >= 0).
+                pts = max(0, frame.pts - round(info.start_pts * info.time_base / tb))
                 t = float(pts * tb)
                 small = _small_bgr(frame, small_w, small_h)
                 sample = None
                 if step is not None and t + 1e-6 >= next_sample:
-                    sample = cv2.resize(_to_bgr(frame), (big_w, big_h), interpolation=cv2.INTER_AREA)
+                    sample = _upright_sample(frame, info.sample_aspect, sample_short_side)
                     # Next multiple of the step after t (skips gaps in VFR video).
                     next_sample = (int(t / step + 1e-6) + 1) * step
                 pending.append(Frame(index, pts, tb, small, sample))

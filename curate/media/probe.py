@@ -4,11 +4,17 @@ Generic pages give yt-dlp no duration or size, so the file is the truth.
 A truncated file often still opens (its index sits at the front), so the
 probe also demuxes every packet (no decoding, fast) and compares the last
 timestamp with the declared duration.
+
+Times are on the container's timeline (packet time minus the container's
+start time), as the segment stage's frame times are, and the size is the
+displayed one: stretched by the pixel aspect and turned by the display
+rotation, which only a decoded frame carries (one frame is decoded).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 
@@ -19,7 +25,7 @@ class CorruptMedia(Exception):
 @dataclass
 class MediaInfo:
     duration_s: float
-    width: int | None
+    width: int | None  # displayed size (pixel aspect and rotation applied)
     height: int | None
     fps: float | None
     has_audio: bool
@@ -29,19 +35,25 @@ class MediaInfo:
 def probe(path: Path, *, min_complete: float = 0.9) -> MediaInfo:
     import av
 
+    from .decode import display_size
+
+    rotation = None
     try:
         with av.open(str(path)) as container:
             video = next(iter(container.streams.video), None)
             audio = next(iter(container.streams.audio), None)
             declared = container.duration / 1_000_000 if container.duration else None
+            start = (container.start_time or 0) / 1_000_000
             last_end = 0.0
             streams = [s for s in (video, audio) if s is not None]
             if not streams:
                 raise CorruptMedia("no audio or video stream")
             for packet in container.demux(*streams):
+                if rotation is None and video is not None and packet.stream is video:
+                    rotation = _first_rotation(packet)
                 if packet.pts is None or packet.time_base is None:
                     continue
-                end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                end = float((packet.pts + (packet.duration or 0)) * packet.time_base) - start
                 last_end = max(last_end, end)
     except CorruptMedia:
         raise
@@ -53,15 +65,36 @@ def probe(path: Path, *, min_complete: float = 0.9) -> MediaInfo:
     duration = last_end or declared or 0.0
     if duration <= 0:
         raise CorruptMedia("zero-length media")
-    fps = None
+    fps = width = height = None
     if video is not None:
         rate = video.average_rate or video.guessed_rate
         fps = float(rate) if rate else None
+        sar = video.sample_aspect_ratio or video.codec_context.sample_aspect_ratio
+        width, height = video.codec_context.width, video.codec_context.height
+        if width and height:
+            width, height = display_size(width, height, Fraction(sar.numerator, sar.denominator) if sar else
+                                         Fraction(1), rotation or 0)
     return MediaInfo(
         duration_s=round(duration, 3),
-        width=video.codec_context.width if video is not None else None,
-        height=video.codec_context.height if video is not None else None,
+        width=width,
+        height=height,
         fps=fps,
         has_audio=audio is not None,
         has_video=video is not None,
     )
+
+
+def _first_rotation(packet) -> float | None:
+    """The display rotation of the frame this packet decodes to (None: no frame yet).
+
+    The display matrix reaches PyAV only on decoded frames. A packet that does
+    not decode is judged by the demux pass, not here: rotation 0.
+    """
+    import av
+
+    try:
+        for frame in packet.decode():
+            return frame.rotation
+    except (av.FFmpegError, ValueError):
+        return 0
+    return None

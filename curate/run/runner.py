@@ -29,7 +29,8 @@ from .cluster import ClusterUnreachable, init_ray
 from .shards import shard_of
 from ..stages import available_stages
 from ..stages.base import Resources, Stage
-from .worker import ProgressBoard, ShardWorker, _digest
+from .lease import RunLease
+from .worker import ProgressBoard, Secret, ShardWorker, _digest
 
 log = logging.getLogger("curate.run.runner")
 
@@ -71,6 +72,7 @@ def plan(recipe: Recipe) -> list[StagePlan]:
         cls = stages[name]
         stage_inputs = cls.inputs_for(cfg)
         missing = [i for i in stage_inputs if i not in enabled]
+        stage_inputs += tuple(i for i in cls.optional_inputs_for(cfg) if i in enabled)
         if missing:
             raise RecipeError(f"{recipe.path}: stages.{name} reads {', '.join(missing)}, "
                               f"which the recipe does not enable (add stages.{missing[0]}"
@@ -120,11 +122,9 @@ def _init_ray(recipe: Recipe, plans: list[StagePlan]):
 
     if ray.is_initialized():
         return ray, False
+    # Never a secret here: Ray writes runtime_env options to its logs (API keys go to
+    # the workers as constructor arguments, see Runner._secrets).
     env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
-    for p in plans:
-        for name in p.cls.required_env(p.cls.Params.model_validate(p.params)):
-            if name in os.environ:
-                env[name] = os.environ[name]
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                   runtime_env={"env_vars": env} if env else None)
     init_ray(recipe.ray.address, recipe.ray.num_cpus, recipe.ray.connect_timeout_s, **kwargs)
@@ -198,6 +198,16 @@ class Runner:
             raise RecipeError("\n".join(problems))
         run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
         result = RunResult(run_id, self.recipe.catalog, plans)
+        # One run writes a catalog at a time; a dead run's lease is taken over (run/lease.py).
+        self.lease = RunLease(self.catalog.root, run_id)
+        self.lease.acquire()
+        try:
+            return self._run(plans, result)
+        finally:
+            self.lease.release()
+
+    def _run(self, plans: list[StagePlan], result: RunResult) -> RunResult:
+        run_id = result.run_id
         record = {
             "run_id": run_id,
             "recipe_path": str(self.recipe.path),
@@ -229,7 +239,9 @@ class Runner:
                         ray, _ = _init_ray(self.recipe, plans)
                         record["ray"] = {"address": self.recipe.ray.address or "local",
                                          "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
-                                         "resources": ray.cluster_resources()}
+                                         "resources": ray.cluster_resources(),
+                                         "start_s": round(time.time() - started, 3)}
+                        started = time.time()  # Ray's start-up is not the first stage's time
                     errors = self._run_stage(ray, p, progress)
                     result.errors.extend(errors)
                     record["stages"][p.name] = {"seconds": round(time.time() - started, 3),
@@ -271,7 +283,8 @@ class Runner:
         n_shards = self.recipe.shards
         shards_done = n_shards - len(blocked) - (n_shards if units == [None] else len(units))
         rows_todo = self._rows_to_do(p, units)
-        state = f"0/{rows_todo} rows" if units else "skipped" if blocked else "up to date"  # skipped: upstream not done
+        # skipped: the upstream is not done
+        state = f"0/{rows_todo} {p.cls.progress_unit}" if units else "skipped" if blocked else "up to date"
         task = progress.add_task(p.name, total=max(rows_todo, 1), rows=state,
                                  shards=f"{shards_done}/{n_shards} shards")
         errors = []
@@ -285,15 +298,17 @@ class Runner:
         def show_rows() -> None:
             done_rows = ray.get(board.snapshot.remote()).get(p.name, 0)
             progress.update(task, completed=min(done_rows, rows_todo),
-                            rows=f"{done_rows}/{rows_todo} rows")
+                            rows=f"{done_rows}/{rows_todo} {p.cls.progress_unit}")
         cluster_cpus = ray.cluster_resources().get("CPU", 1)
         n_workers = max(1, min(len(units), int(cluster_cpus // max(p.resources.cpus, 0.01)) or 1,
                                p.cls.max_workers or len(units)))
         Worker = ray.remote(ShardWorker)
+        secrets = self._secrets(p)
         def start_worker():
             return Worker.options(**p.resources.ray_options()).remote(
                 p.name, p.params, str(self.recipe.catalog), str(self.recipe.path.parent), self.recipe.shards,
-                p.fingerprint, p.inputs, p.resources.model_dump(), board)
+                p.fingerprint, p.inputs, p.resources.model_dump(), board,
+                run_id=self.lease.run_id, driver=self.lease.doc, secrets=secrets)
 
         actors = [start_worker() for _ in range(n_workers)]
         queue = list(units)
@@ -341,6 +356,13 @@ class Runner:
             ray.kill(actor)
         ray.kill(board)
         return errors
+
+    @staticmethod
+    def _secrets(p: StagePlan) -> dict[str, Secret]:
+        """The stage's API key variables, from the driver's environment. They reach the
+        worker as constructor arguments: Ray logs runtime_env env_vars, not arguments."""
+        names = p.cls.required_env(p.cls.Params.model_validate(p.params))
+        return {name: Secret(os.environ[name]) for name in names if name in os.environ}
 
     def _rows_to_do(self, p: StagePlan, units: list[int | None]) -> int:
         """Input rows of the pending units (the bar's total): sources for a root

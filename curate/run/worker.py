@@ -8,6 +8,7 @@ itself: only small summaries travel back to the driver.
 from __future__ import annotations
 
 import collections
+import os
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pyarrow.compute as pc
 
 from ..catalog import Catalog, StageDir
 from ..procs import detach_from_terminal
+from .lease import WorkerLease
 from .shards import SHARD_COLUMN, join_inputs, read_stage_shard, shard_of
 from ..stages import stage_class
 from ..stages.base import Resources, StageContext, run_stage_on_table
@@ -31,10 +33,36 @@ def table_stats(table: pa.Table) -> dict:
     return {"counts": dict(statuses), "error_codes": dict(codes.most_common(20)), "sums": sums}
 
 
+class Secret:
+    """A value (an API key) that prints as ``***``: it travels to a worker as a
+    constructor argument, which Ray does not log, unlike runtime_env options."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(***)"
+
+    __str__ = __repr__
+
+
 class ShardWorker:
     def __init__(self, stage: str, params: dict, catalog_root: str, recipe_dir: str, n_shards: int,
-                 fingerprint: str, inputs: dict[str, str], resources: dict | None = None, board=None):
+                 fingerprint: str, inputs: dict[str, str], resources: dict | None = None, board=None, *,
+                 run_id: str | None = None, driver: dict | None = None, secrets: dict[str, Secret] | None = None):
         detach_from_terminal()  # before any model or library can start a child process
+        # The stage reads its key from the environment, as when run by hand (never logged, never a file).
+        for name, secret in (secrets or {}).items():
+            os.environ[name] = secret.reveal()
+        # Commit only while our run holds the catalog, and die with our driver (run/lease.py).
+        self.lease = WorkerLease(Path(catalog_root), run_id, driver) if run_id and driver else None
+        if self.lease is not None:
+            self.lease.watch_driver()
         self.cls = stage_class(stage)
         self.catalog = Catalog(Path(catalog_root))
         self.stage_dir = self.catalog.stage_dir(stage, fingerprint)
@@ -90,17 +118,28 @@ class ShardWorker:
         shards = list(range(self.n_shards)) if shard is None else [shard]
 
         # A global stage (e.g. dedup) judges rows against each other: redo it whole.
-        kept = None if shard is None else self._reusable_rows(shard, set(table.column(key).to_pylist()))
-        done_keys = set(kept.column(key).to_pylist()) if kept is not None else set()
+        kept, retry = (None, set()) if shard is None else \
+            self._reusable_rows(shard, set(table.column(key).to_pylist()))
+        # An input row is done when it has output rows and none of them is transient.
+        done_keys = set(kept.column(key).to_pylist()) - retry if kept is not None else set()
         todo = table.filter(pc.invert(pc.is_in(table.column(key), pa.array(list(done_keys), table.schema.field(key).type)))) \
             if done_keys else table
         shard_by_key = dict(zip(table.column(key).to_pylist(), table.column(SHARD_COLUMN).to_pylist())) \
             if SHARD_COLUMN in table.column_names else {}
         if SHARD_COLUMN in todo.column_names:
             todo = todo.drop_columns([SHARD_COLUMN])
+        # A redone input row's other output rows (annotate: its tasks that ended ok or
+        # failed) stay as they were: the stage is told to skip them, and any it makes anyway
+        # are dropped, so only the transient rows are redone.
+        row_key = self.cls.row_key
+        keep_rows = set(kept.filter(pc.is_in(kept.column(key), pa.array(list(retry), kept.schema.field(key).type)))
+                        .column(row_key).to_pylist()) if kept is not None and retry and row_key != key else set()
         paid_before = self.stage.paid()
-        new = self._process(todo, whole=shard is None)
+        new = self._process(todo, whole=shard is None, skip=keep_rows)
         paid = {k: v - paid_before.get(k, 0) for k, v in self.stage.paid().items()}
+        if keep_rows:
+            kept_ids = pa.array(list(keep_rows), new.schema.field(row_key).type)
+            new = new.filter(pc.invert(pc.is_in(new.column(row_key), kept_ids)))
         result = pa.concat_tables([kept, new]) if kept is not None else new
         result = result.sort_by(self.cls.row_key) if result.num_rows else result
 
@@ -115,36 +154,39 @@ class ShardWorker:
             marker = {"stage": self.cls.name, "fingerprint": self.stage_dir.fingerprint,
                       "upstream": digest, "seconds": round(time.time() - started, 3),
                       "reprocessed_rows": todo.num_rows, "finished_at": time.time()} | table_stats(part)
-            summaries.append(self.stage_dir.write_shard(s, part, marker))
+            guard = self.lease.commit() if self.lease is not None else None
+            summaries.append(self.stage_dir.write_shard(s, part, marker, guard=guard))
         return {"shards": summaries, "seconds": time.time() - started, "paid": paid}
 
-    def _process(self, todo: pa.Table, whole: bool) -> pa.Table:
+    def _process(self, todo: pa.Table, whole: bool, skip: set | None = None) -> pa.Table:
         """Run the stage over ``todo`` in slices, telling the board after each one."""
         step = todo.num_rows if whole or not self.cls.progress_rows else self.cls.progress_rows
         parts = [self.cls.schema().empty_table()]
-        for offset in range(0, todo.num_rows, max(step, 1)):
-            part = todo.slice(offset, step)
-            parts.append(run_stage_on_table(self.stage, part))
-            if self.board is not None:
-                self.board.add.remote(self.cls.name, part.num_rows)
+        self.stage.skip_row_keys = frozenset(skip or ())
+        try:
+            for offset in range(0, todo.num_rows, max(step, 1)):
+                part = todo.slice(offset, step)
+                parts.append(run_stage_on_table(self.stage, part))
+                if self.board is not None:
+                    self.board.add.remote(self.cls.name, part.num_rows)
+        finally:
+            self.stage.skip_row_keys = frozenset()
         return pa.concat_tables(parts)
 
-    def _reusable_rows(self, shard: int, input_keys: set) -> pa.Table | None:
-        """Rows of an earlier write of this shard that stay valid: not transient,
-        and their input row still present. A shard without a valid marker is redone."""
+    def _reusable_rows(self, shard: int, input_keys: set) -> tuple[pa.Table | None, set]:
+        """(rows of an earlier write of this shard that stay valid: not transient, their
+        input row still present; the input keys that have a transient row). A shard
+        without a valid marker is redone whole: (None, set())."""
         if self.stage_dir.marker(shard) is None:
-            return None
+            return None, set()
         old = self.stage_dir.read_shard(shard)
         if not old.num_rows:
-            return old
+            return old, set()
         key_type = old.schema.field(self.key).type
-        # One input row may give several output rows (annotate: one per task): if
-        # any of them is transient, the whole input row is redone (caches make the
-        # finished parts free), so no sibling row is lost.
-        retry = old.filter(pc.equal(old.column("status"), "transient")).column(self.key).to_pylist()
-        keep = pc.and_(pc.invert(pc.is_in(old.column(self.key), pa.array(list(set(retry)), key_type))),
-                       pc.is_in(old.column(self.key), pa.array(list(input_keys), key_type)))
-        return old.filter(keep)
+        transient = pc.equal(old.column("status"), "transient")
+        retry = set(old.filter(transient).column(self.key).to_pylist())
+        keep = pc.and_(pc.invert(transient), pc.is_in(old.column(self.key), pa.array(list(input_keys), key_type)))
+        return old.filter(keep), retry
 
     def close(self) -> None:
         self.stage.teardown()

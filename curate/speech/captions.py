@@ -1,17 +1,30 @@
-"""Caption files (WebVTT, SRT, YouTube json3) -> timed words, by LiveCC's rules.
+"""Caption files (WebVTT, SRT, YouTube json3) -> timed words, by LiveCC's rules
+where they fit the caption's kind (docs/transcribe.md lists every difference).
 
-Rules (the defaults LiveCC used to build Live-CC-5M from YouTube captions):
+Rules, per kind (``manual``: written by a person; ``auto``: YouTube's speech
+recognition, usually shown as rolling captions):
 
 * cue text is cleaned: cue/HTML tags removed, HTML entities decoded, ``>>``
-  speaker marks dropped, and ``[...]`` annotations such as ``[Music]`` skipped;
+  speaker marks dropped;
+* ``[...]`` annotations such as ``[Music]``: in auto captions the whole cue
+  holding one is dropped (LiveCC's rule: words recognised over music are
+  mostly lyrics or noise); in manual captions only the annotation goes, the
+  words a person wrote beside it stay;
+* repeated words: in untimed auto cues a word repeating the one before it is
+  collapsed (LiveCC's rule, aimed at rolling-caption artefacts); in manual
+  captions, and in auto cues with per-word times, repeats are kept (what was
+  said, or two words the recogniser timed apart);
 * rolling auto-captions repeat the previous line at the top of every cue:
-  the repeated words are collapsed so every spoken word appears once;
+  those repeated words are dropped so every spoken word appears once;
 * inline word times (``<00:00:01.230><c> word</c>`` in VTT, ``tOffsetMs`` in
-  json3) are kept; where a cue carries no word times its duration is spread
-  evenly over its words, rounded to 0.1 s.
+  json3) are kept; where a cue carries no word times its span is spread
+  evenly over its words (millisecond times);
+* a cue's words end where the next cue starts (overlapping cues are a display
+  effect): words stay in cue order, never interleaved, and every word lasts
+  at least a millisecond, so no word has zero length.
 
 Words are dicts shaped like the catalog's word struct
-``{start, end, text, prob}`` (seconds; ``prob`` is None: captions carry no
+``{start_s, end_s, text, prob}`` (seconds; ``prob`` is None: captions carry no
 confidence). A file that cannot be parsed raises :class:`CaptionParseError`.
 """
 
@@ -25,10 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 FORMATS = ("vtt", "json3", "srt")
+KINDS = ("manual", "auto")
 
 _TIMESTAMP_TAG = re.compile(r"<((?:\d+:)?\d{1,2}:\d{2}[.,]\d{3})>")
 _ANY_TAG = re.compile(r"<[^>]*>")
 _BRACKETED = re.compile(r"\[[^\]]*\]")
+_HAS_BRACKET = re.compile(r"[\[\]]")
 _SPEAKER_MARK = re.compile(r"&gt;&gt;|>>")
 _NOT_WORD_CHARS = re.compile(r"[^\w']+")
 
@@ -53,8 +68,9 @@ class _Cue:
     timed: bool = False  # True when the cue carried inline word times
 
 
-def parse_caption_file(path: Path | str, fmt: str | None = None) -> list[dict]:
-    """Timed words of a caption file; ``fmt`` defaults to the file's suffix."""
+def parse_caption_file(path: Path | str, fmt: str | None = None, kind: str = "manual") -> list[dict]:
+    """Timed words of a caption file; ``fmt`` defaults to the file's suffix,
+    ``kind`` (manual | auto) picks the rules."""
     path = Path(path)
     fmt = (fmt or path.suffix.lstrip(".")).lower()
     if fmt not in FORMATS:
@@ -67,11 +83,13 @@ def parse_caption_file(path: Path | str, fmt: str | None = None) -> list[dict]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise CaptionParseError(f"{path.name} is not UTF-8 text: {exc}") from exc
-    return parse_caption_text(text, fmt)
+    return parse_caption_text(text, fmt, kind)
 
 
-def parse_caption_text(text: str, fmt: str) -> list[dict]:
-    """Timed words of caption text in format ``fmt`` (vtt | srt | json3)."""
+def parse_caption_text(text: str, fmt: str, kind: str = "manual") -> list[dict]:
+    """Timed words of caption text in format ``fmt`` (vtt | srt | json3) and ``kind``."""
+    if kind not in KINDS:
+        raise ValueError(f"caption kind must be one of {KINDS}, got {kind!r}")
     if not text.strip():
         raise CaptionParseError(f"empty {fmt} caption file")
     if fmt == "json3":
@@ -80,7 +98,7 @@ def parse_caption_text(text: str, fmt: str) -> list[dict]:
         cues = _webvtt_cues(text, fmt)
     else:
         raise CaptionParseError(f"unknown caption format {fmt!r}; known: {', '.join(FORMATS)}")
-    return cues_to_words(cues)
+    return cues_to_words(cues, kind)
 
 
 def _webvtt_cues(text: str, fmt: str) -> list[_Cue]:
@@ -171,39 +189,53 @@ def _key(word: str) -> str:
     return _NOT_WORD_CHARS.sub("", word.lower())
 
 
-def cues_to_words(cues: list[_Cue]) -> list[dict]:
-    """Collapse rolling repeats, time every word, return words sorted by start."""
+def cues_to_words(cues: list[_Cue], kind: str = "manual") -> list[dict]:
+    """Apply the rules of ``kind``; return the words in cue order, each with a positive length."""
+    cues = sorted(cues, key=lambda c: c.start)  # stable: cues starting together keep file order
+    if kind == "auto":
+        cues = [c for c in cues if not any(_HAS_BRACKET.search(_ANY_TAG.sub("", ch.text)) for ch in c.chunks)]
+    # Only cues with words: an empty one (a json3 line break, an annotation) cuts no other cue short.
+    cues = [c for c in cues if any(clean_text(ch.text) for ch in c.chunks)]
     words: list[dict] = []
-    for cue in sorted(cues, key=lambda c: c.start):
-        cue_words = _time_cue(cue)
-        if not cue.timed:
+    for k, cue in enumerate(cues):
+        # The cue's words end where the next cue starts: overlap is a display effect.
+        later = next((c.start for c in cues[k + 1:] if c.start > cue.start), None)
+        end = cue.end if later is None else min(cue.end, later)
+        cue_words = _time_cue(cue, max(end, cue.start), collapse=(kind == "auto" and not cue.timed))
+        if kind == "auto" and not cue.timed:
             cue_words = cue_words[_repeated_prefix(words, cue_words):]
         words.extend(cue_words)
-    words.sort(key=lambda w: w["start_s"])
-    # Overlapping cues (two speakers, json3 events shown until the next line
-    # completes) would give overlapping words: a word ends when the next starts.
-    for word, nxt in zip(words, words[1:]):
-        word["end_s"] = max(word["start_s"], min(word["end_s"], nxt["start_s"]))
+    return _positive_lengths(words)
+
+
+def _positive_lengths(words: list[dict]) -> list[dict]:
+    """In order, in whole milliseconds: a word starts no earlier than the one
+    before it ends and lasts at least 1 ms (shifts only degenerate cues)."""
+    last_end = None
+    for w in words:
+        start, end = round(w["start_s"] * 1000), round(w["end_s"] * 1000)
+        if last_end is not None:
+            start = max(start, last_end)
+        end = max(end, start + 1)
+        w["start_s"], w["end_s"] = start / 1000, end / 1000
+        last_end = end
     return words
 
 
-def _time_cue(cue: _Cue) -> list[dict]:
+def _time_cue(cue: _Cue, cue_end: float, collapse: bool) -> list[dict]:
     out: list[dict] = []
     for i, chunk in enumerate(cue.chunks):
         tokens = clean_text(chunk.text).split()
+        if collapse:  # LiveCC: a word repeating the one before it in the cue is dropped
+            tokens = [t for j, t in enumerate(tokens) if j == 0 or _key(t) != _key(tokens[j - 1])]
         if not tokens:
             continue
-        chunk_end = cue.chunks[i + 1].start if i + 1 < len(cue.chunks) else cue.end
+        chunk_end = min(cue.chunks[i + 1].start, cue_end) if i + 1 < len(cue.chunks) else cue_end
         chunk_end = max(chunk_end, chunk.start)
-        if len(tokens) == 1 and cue.timed:
-            out.append(_word(chunk.start, chunk_end, tokens[0]))
-            continue
         step = (chunk_end - chunk.start) / len(tokens)
         for j, token in enumerate(tokens):
-            # LiveCC: untimed words share the cue evenly, 0.1 s resolution.
-            start = round(chunk.start + j * step, 1)
-            end = round(chunk.start + (j + 1) * step, 1)
-            out.append(_word(start, max(start, end), token))
+            # Untimed words share the span evenly (LiveCC rounds to 0.1 s; we keep ms).
+            out.append(_word(chunk.start + j * step, chunk.start + (j + 1) * step, token))
     return out
 
 

@@ -188,7 +188,8 @@ class AnnotateStage(Stage):
 
     def process(self, table: pa.Table) -> list[dict]:
         clips = [_clip_from_row(r, self.params.max_words, self.params.frames_per_clip) for r in table.to_pylist()]
-        jobs = [self._annotate(clip, task) for clip in clips for task in self.params.tasks]
+        jobs = [self._annotate(clip, task) for clip in clips for task in self.params.tasks
+                if f"{clip.clip_id}:{task}" not in self.skip_row_keys]  # rows a rerun keeps as they were
 
         async def run_all() -> list[dict]:
             return list(await asyncio.gather(*jobs))
@@ -249,6 +250,11 @@ class AnnotateStage(Stage):
             held = self.budget.reserve(p.model, messages, p.max_tokens)
             try:
                 reply = await self.client.chat(**request)
+            except LLMError as exc:  # a reply that came but is unusable is still paid for
+                self.budget.settle(held, exc.prompt_tokens, exc.completion_tokens)
+                row["cached"] = False
+                self._add_usage(row, exc.prompt_tokens, exc.completion_tokens)
+                raise
             except BaseException:
                 self.budget.release(held)
                 raise
@@ -257,10 +263,13 @@ class AnnotateStage(Stage):
             # fsync takes milliseconds: off the event loop, so other requests keep flowing.
             await asyncio.to_thread(self.cache.put, key, request, reply)
         # What this annotation cost to make, paid now or on an earlier run (``cached`` says which).
-        row["prompt_tokens"] += reply.prompt_tokens
-        row["completion_tokens"] += reply.completion_tokens
-        row["cost_usd"] += self.budget.cost(p.model, reply.prompt_tokens, reply.completion_tokens)
+        self._add_usage(row, reply.prompt_tokens, reply.completion_tokens)
         return reply
+
+    def _add_usage(self, row: dict, prompt_tokens: int, completion_tokens: int) -> None:
+        row["prompt_tokens"] += prompt_tokens
+        row["completion_tokens"] += completion_tokens
+        row["cost_usd"] += self.budget.cost(self.params.model, prompt_tokens, completion_tokens)
 
 
 def _response_format(mode: str, task_name: str, schema: dict, strict: bool) -> dict:

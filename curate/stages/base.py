@@ -128,7 +128,13 @@ class Stage:
     # Input rows per process() call within a shard, so the progress bar moves
     # row by row on long shards (None = the whole shard at once).
     progress_rows: ClassVar[int | None] = 8
+    # What the progress bar counts: the primary input's rows (segment: videos).
+    progress_unit: ClassVar[str] = "rows"
     resources: ClassVar[Resources] = Resources()
+    # Output row keys a rerun already holds for the input rows it hands over (set by
+    # the worker: annotate's tasks that ended ok or failed when a sibling task is
+    # redone). A stage may skip making them; the worker drops any it makes anyway.
+    skip_row_keys: frozenset = frozenset()
 
     def __init__(self, params: Params, ctx: StageContext):
         self.params = params
@@ -151,6 +157,11 @@ class Stage:
     def inputs_for(cls, params: Params) -> tuple[str, ...]:
         """Upstream tables for these params (a stage may read clips or whole videos)."""
         return cls.inputs
+
+    @classmethod
+    def optional_inputs_for(cls, params: Params) -> tuple[str, ...]:
+        """Upstream tables joined in when the recipe enables them (never the primary)."""
+        return ()
 
     @classmethod
     def input_key_for(cls, params: Params) -> str:

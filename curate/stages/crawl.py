@@ -122,7 +122,9 @@ class _QuietLogger:
 
 class CrawlStage(Stage):
     name = "crawl"
-    version = "1"
+    # 2: duration_s and width/height measured on the file (container clock; the
+    #    displayed size, rotation and pixel aspect applied), not taken from the site
+    version = "2"
     Params = CrawlParams
     inputs = ()
     input_key = "source"
@@ -252,8 +254,10 @@ class CrawlStage(Stage):
                 cached = json.loads(done.read_text())
                 if sha256_file(self.ctx.catalog_root / cached["video_path"]) == cached["video_sha256"]:
                     cached["fetched_at"] = dt.datetime.fromisoformat(cached["fetched_at"])
+                    # Measured again: an older version may have recorded them another way.
+                    cached |= _measured(probe(self.ctx.catalog_root / cached["video_path"]), info)
                     return [cached | {"source": source}]
-            except (OSError, KeyError, json.JSONDecodeError):
+            except (OSError, KeyError, json.JSONDecodeError, CorruptMedia):
                 pass
         if self._ydl.in_download_archive(info):
             return [base | status.filtered("crawl.in_archive", "already in the download archive")]
@@ -280,6 +284,8 @@ class CrawlStage(Stage):
         video_file = _downloaded_file(info, folder)
         if video_file is None:
             return base | status.failed("crawl.no_file", "yt-dlp reported success but wrote no video file")
+        if video_file.stat().st_size == 0:
+            return base | status.failed("crawl.empty_file", "the downloaded video file is empty (0 bytes)")
         try:
             media = probe(video_file)
         except CorruptMedia as exc:
@@ -288,12 +294,7 @@ class CrawlStage(Stage):
             return base | status.filtered("crawl.too_long", f"{media.duration_s:.0f}s > max_duration_s {self.params.max_duration_s:.0f}s")
         captions = _caption_files(info, folder, root)
         info_file = folder / "info.info.json"
-        row = base | {
-            "duration_s": info.get("duration") or media.duration_s,
-            "width": info.get("width") or media.width,
-            "height": info.get("height") or media.height,
-            "fps": info.get("fps") or media.fps,
-            "has_audio": media.has_audio,
+        row = base | _measured(media, info) | {
             "captions": captions,
             "caption_langs": [c["lang"] for c in captions],
             "caption_kinds": [c["kind"] for c in captions],
@@ -330,6 +331,18 @@ class CrawlStage(Stage):
         # No site id is known: key the row by the URL so it stays unique and stable.
         video_id = "unresolved-" + hashlib.sha1(url.encode()).hexdigest()[:16]
         return {"video_id": video_id, "source": source, "source_url": url} | _fault_status(fault)
+
+
+def _measured(media, info: dict) -> dict:
+    """What the file says, before what the site says: the duration on the
+    container's clock (as segment decodes it) and the size a player shows."""
+    return {
+        "duration_s": media.duration_s or info.get("duration"),
+        "width": media.width or info.get("width"),
+        "height": media.height or info.get("height"),
+        "fps": info.get("fps") or media.fps,
+        "has_audio": media.has_audio,
+    }
 
 
 def _fault_status(fault: CrawlFault) -> dict:

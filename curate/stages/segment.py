@@ -4,10 +4,15 @@ The pass feeds PySceneDetect every (downscaled) frame and writes the frames
 sampled at ``sample_fps`` as JPEGs under ``media/<video_id>/frames_*`` for the
 filter stage (and the reference model), so no later stage decodes the video
 again. Clips come from LiveCC's speech rule or from the scene cuts.
+
+``mode: speech`` reads transcribe's ok rows (videos with words); ``mode:
+scene`` reads every video crawl fetched and takes words from transcribe
+where the recipe runs it and it kept them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -19,10 +24,14 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from .. import status
-from ..speech.clips import Clip, attach_cuts, previous_text, scene_clips, speech_clips
+from ..speech.clips import Clip, attach_cuts, previous_text, scene_clips, speech_clips, word_stream
 from .base import Params, Resources, Stage
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
+# How frames are sampled and drawn; part of the frame folder's name, so a
+# change here never rewrites JPEGs that older rows point to.
+# 2: container timeline, upright (display matrix), display aspect (SAR).
+SAMPLER_VERSION = 2
 
 
 class SegmentParams(Params):
@@ -63,18 +72,31 @@ class DecodedVideo:
 
 class SegmentStage(Stage):
     name = "segment"
-    version = "2"  # 2: time columns start_s/end_s (no SQL quoting), float64 word times
+    # 2: time columns start_s/end_s (no SQL quoting), float64 word times
+    # 3: container clock, upright display-aspect frames, final speech run kept,
+    #    previous by position, no-clip rows keep cuts and frames, scene mode reads crawl
+    version = "3"
     Params = SegmentParams
     inputs = ("transcribe", "crawl")
     input_key = "video_id"
     row_key = "clip_id"
     resources = Resources(cpus=2, memory_gb=1.5)
+    progress_unit = "videos"  # its input rows are videos; its output rows are clips
+
+    @classmethod
+    def inputs_for(cls, params: SegmentParams) -> tuple[str, ...]:
+        # Scene clips need no words: every video crawl fetched is work.
+        return ("crawl",) if params.mode == "scene" else cls.inputs
+
+    @classmethod
+    def optional_inputs_for(cls, params: SegmentParams) -> tuple[str, ...]:
+        return ("transcribe",) if params.mode == "scene" else ()
 
     def process(self, table: pa.Table) -> list[dict]:
         videos = table.to_pylist()
         checked = [self._check(v) for v in videos]
-        jobs = [(v["video_id"], str(self._resolve(v["video_path"])), str(self.ctx.catalog_root), self.params)
-                for v, err in zip(videos, checked) if err is None]
+        jobs = [(v["video_id"], str(self._resolve(v["video_path"])), str(self.ctx.catalog_root), self.params,
+                 v.get("video_sha256")) for v, err in zip(videos, checked) if err is None]
         decoded = iter(self._decode_all(jobs))
         rows = []
         for video, err in zip(videos, checked):
@@ -115,12 +137,15 @@ class SegmentStage(Stage):
         video_id = video["video_id"]
         if isinstance(decoded, tuple):  # (error code, message) from the decode pass
             return [_error_row(video_id, status.failed(*decoded))]
-        words = [_word(w) for w in (video.get("words") or [])]
+        words = word_stream([_word(w) for w in (video.get("words") or [])])
         clips = self._clips(words, decoded)
         if not clips:
             why = (f"no clip of {self.params.min_clip_s}-{self.params.max_clip_s}s in {len(words)} words "
                    f"({decoded.duration_s:.1f}s of video, mode {self.params.mode})")
-            return [_error_row(video_id, status.filtered("segment.no_clips", why))]
+            # What the decode pass measured stays on the row (its frames are on disk).
+            return [_error_row(video_id, status.filtered("segment.no_clips", why)) | {
+                "mode": self.params.mode, "title": video.get("title"), "frames": decoded.frames,
+                "video_cuts": decoded.cuts, "video_duration_s": decoded.duration_s}]
         return [self._clip_row(video, clip, words, decoded) for clip in clips]
 
     def _clips(self, words: list[dict], decoded: DecodedVideo) -> list[Clip]:
@@ -152,7 +177,7 @@ class SegmentStage(Stage):
             "text": clip.text,
             "n_words": clip.n_words,
             "words_per_second": rate,
-            "previous": previous_text(words, clip.start, p.previous_max_words),
+            "previous": previous_text(words, clip.first, p.previous_max_words),
             "title": video.get("title"),
             "frames": [f for f in decoded.frames if clip.start <= f["t"] < clip.end],
             "video_cuts": decoded.cuts,
@@ -165,16 +190,29 @@ def decode_job(job: tuple) -> "DecodedVideo | tuple[str, str]":
     """Picklable entry point for worker processes: a DecodedVideo or (error code, message)."""
     from ..media.decode import DecodeError
 
-    video_id, path, catalog_root, params = job
+    video_id, path, catalog_root, params, video_sha256 = job
     try:
-        return decode_video(video_id, Path(path), Path(catalog_root), params)
+        return decode_video(video_id, Path(path), Path(catalog_root), params, video_sha256)
     except DecodeError as exc:
         return (exc.code, str(exc))
 
 
-def decode_video(video_id: str, path: Path, catalog_root: Path, p: SegmentParams) -> DecodedVideo:
+def frames_folder(video_id: str, p: SegmentParams, video_sha256: str | None) -> Path:
+    """``media/<video_id>/frames_<fps>fps_<size>_<key>``, relative to the catalog root.
+
+    The key hashes everything that decides the JPEGs' bytes (the sampler's
+    version, fps, size, JPEG quality, the video file's sha256), so a folder,
+    once written, is never rewritten: other settings get another folder.
+    """
+    decisive = f"{SAMPLER_VERSION}|{p.sample_fps!r}|{p.frame_short_side}|{p.jpeg_quality}|{video_sha256 or ''}"
+    key = hashlib.sha256(decisive.encode()).hexdigest()[:10]
+    return Path("media") / video_id / f"frames_{p.sample_fps:g}fps_{p.frame_short_side}_{key}"
+
+
+def decode_video(video_id: str, path: Path, catalog_root: Path, p: SegmentParams,
+                 video_sha256: str | None = None) -> DecodedVideo:
     """The one pass: every frame to the scene detector, samples to JPEG under
-    ``media/<video_id>/frames_<fps>fps_<size>/``. Raises DecodeError."""
+    :func:`frames_folder`. Raises DecodeError."""
     import cv2
 
     from ..media.decode import DecodeError, iter_frames
@@ -184,7 +222,10 @@ def decode_video(video_id: str, path: Path, catalog_root: Path, p: SegmentParams
     info, frames = iter_frames(path, sample_fps=p.sample_fps, sample_short_side=p.frame_short_side, threads=1)
     cutter = SceneCutter(p.detector, threshold=p.threshold, min_scene_len_s=p.min_scene_len_s,
                          adaptive_threshold=p.adaptive_threshold, fps_hint=info.fps)
-    rel_dir = Path("media") / video_id / f"frames_{p.sample_fps:g}fps_{p.frame_short_side}"
+    if video_sha256 is None:  # no digest from crawl: the file's size and time stand in for it
+        st = path.stat()
+        video_sha256 = f"{st.st_size}-{st.st_mtime_ns}"
+    rel_dir = frames_folder(video_id, p, video_sha256)
     final_dir = catalog_root / rel_dir
     # Frames go to a private folder renamed into place at the end, so a
     # crashed run never leaves a half-written frame set behind.
@@ -206,8 +247,13 @@ def decode_video(video_id: str, path: Path, catalog_root: Path, p: SegmentParams
                 sampled.append({"t": frame.t, "path": str(rel_dir / name)})
         if n == 0:
             raise DecodeError("segment.empty", f"{path.name}: the video stream holds no frames")
-        shutil.rmtree(final_dir, ignore_errors=True)
-        os.replace(tmp_dir, final_dir)
+        if not final_dir.is_dir():
+            try:
+                os.replace(tmp_dir, final_dir)
+            except OSError:  # another process put the same frames there first
+                if not final_dir.is_dir():
+                    raise
+        # else: the same settings wrote these frames before; they stay as they are
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     duration = last_t + (1.0 / info.fps if info.fps else 0.0)

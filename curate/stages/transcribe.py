@@ -1,6 +1,6 @@
 """Transcribe: every spoken word with its time, from closed captions or ASR.
 
-Per video: parse the caption tracks crawl downloaded (LiveCC's rules, see
+Per video: parse the caption tracks crawl downloaded (LiveCC's rules per caption kind, see
 ``curate.speech.captions``), extract 16 kHz mono audio once (kept for later stages),
 run ASR when ``prefer`` needs it, choose the word stream, then apply the
 filters as row statuses (nothing is deleted): words per second, language,
@@ -80,7 +80,10 @@ class _Transcript:
 
 class TranscribeStage(Stage):
     name = "transcribe"
-    version = "2"  # 2: time columns start_s/end_s (no SQL quoting), float64 word times
+    # 2: time columns start_s/end_s (no SQL quoting), float64 word times
+    # 3: audio (so ASR word times) on the container's clock; audio_16k_v2.wav;
+    #    caption rules per kind (manual | auto), no zero-length or interleaved words
+    version = "3"
     Params = TranscribeParams
     inputs = ("crawl",)
     input_key = "video_id"
@@ -184,7 +187,8 @@ class TranscribeStage(Stage):
         errors = []
         for track in usable:
             try:
-                words = parse_caption_file(self._catalog_path(track["path"]), track["format"])
+                words = parse_caption_file(self._catalog_path(track["path"]), track["format"],
+                                           "manual" if track.get("kind") == "manual" else "auto")
             except (CaptionParseError, FileNotFoundError) as exc:
                 errors.append(f"{track['path']}: {exc}")
                 continue

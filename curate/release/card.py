@@ -1,0 +1,124 @@
+"""The dataset card (README.md): Hugging Face front matter, then what a
+person needs to judge and use the release."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import yaml
+
+_SIZE = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+         (10_000_000, "1M<n<10M")]
+
+
+def size_category(n: int) -> str:
+    return next((label for limit, label in _SIZE if n < limit), "n>10M")
+
+
+_DTYPES = {"double": "float64", "float": "float32", "halffloat": "float16"}
+
+
+def hf_feature(t: pa.DataType) -> dict:
+    """An Arrow type in the Hub's dataset_info YAML form (as datasets.Features writes it)."""
+    if pa.types.is_struct(t):
+        return {"struct": [{"name": f.name, **hf_feature(f.type)} for f in t]}
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        inner = hf_feature(t.value_type)
+        return {"list": inner.get("struct", inner.get("dtype", inner))}
+    return {"dtype": _DTYPES.get(str(t), str(t))}
+
+
+def front_matter(release, name: str, configs: dict[str, dict[str, list[str]]], schemas: dict[str, pa.Schema],
+                 sizes: dict[str, dict[str, dict]], total_clips: int) -> dict:
+    card = release.card
+    doc = {
+        "license": release.license,
+        "language": card.language,
+        "task_categories": card.task_categories,
+        "size_categories": [size_category(total_clips)],
+        "pretty_name": card.pretty_name or name,
+        "configs": [],
+        "dataset_info": [],
+    }
+    for config, by_split in configs.items():
+        doc["configs"].append({"config_name": config,
+                               "data_files": [{"split": s, "path": f"data/{config}/{s}-*.parquet"} for s in by_split],
+                               **({"default": True} if config == "clips" else {})})
+        doc["dataset_info"].append({
+            "config_name": config,
+            "features": [{"name": f.name, **hf_feature(f.type)} for f in schemas[config]],
+            "splits": [{"name": s, "num_bytes": sizes[config][s]["bytes"], "num_examples": sizes[config][s]["rows"]}
+                       for s in by_split],
+            "download_size": sum(v["bytes"] for v in sizes[config].values()),
+            "dataset_size": sum(v["bytes"] for v in sizes[config].values()),
+        })
+    return doc
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def render(*, front: dict, name: str, version: str, release, funnel: list[dict], split_rows: dict,
+           decontaminated: int, plots: list[tuple[str, str]], recipe_yaml: str, fingerprints: dict,
+           versions: dict, results: list, exports: dict[str, dict[str, int]], configs: dict) -> str:
+    card = release.card
+    out = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
+    out += [f"# {card.pretty_name or name} ({version})", ""]
+    if card.description:
+        out += [card.description.strip(), ""]
+    out += [f"Built by [curate](https://github.com/) {versions.get('curate', '')} from the catalog `{name}`: "
+            "web videos with word-timed speech, cut into LiveCC-style clips, scored and deduplicated. "
+            "Every number below was computed from the release's own tables.", ""]
+    out += ["## Contents", "", _table(["config", "split", "rows", "files"], [
+        [c, s, split_rows[c][s]["rows"], len(files)] for c, by in configs.items() for s, files in by.items()]), ""]
+    if exports:
+        out += ["Training exports (`exports/<name>/<split>.jsonl`, last line = byte offset of every record):", "",
+                _table(["export", "split", "records"], [[e, s, n] for e, by in exports.items() for s, n in by.items()]),
+                ""]
+    out += ["## Funnel", "", "From the videos the recipe listed to the released clips; reasons are the most "
+            "frequent codes of the rows a step dropped or failed.", "",
+            _table(["step", "count", "unit", "top reasons"],
+                   [[f["step"], f["count"], f["unit"], f["top_reasons"]] for f in funnel]), ""]
+    if release.decontaminate is not None:
+        out += [f"Decontamination: {decontaminated} video(s) of the list `{release.decontaminate.name}` were "
+                "found in the catalog and left out of every split.", ""]
+    out += ["## Plots", ""] + [f"![{cap}]({path})\n\n*{cap}*\n" for path, cap in plots]
+    out += ["## Quality checks", "", "Every check in `qa_checks/` ran over this release's tables "
+            "(zero offending rows = pass).", "",
+            _table(["check", "severity", "result", "meaning"],
+                   [[r.check.name, r.check.severity,
+                     "pass" if r.passed else (f"error: {r.error}" if r.error else f"{r.count} row(s)"),
+                     r.check.meaning] for r in results]), ""]
+    out += ["## How to load", "", "```python", "from datasets import load_dataset",
+            f'clips = load_dataset("path/to/{version}", "clips")          # configs: {", ".join(configs)}',
+            'print(clips["train"][0]["words"][:3])', "```", "", "```sql",
+            f"-- duckdb, or `curate sql {name}` (views release_clips, release_annotations)",
+            "SELECT clip_id, start_s, end_s, text FROM 'data/clips/*.parquet' LIMIT 5;", "```", "",
+            "```python", "from curate.release.exports import read_record   # or: seek to offsets[i], read a line",
+            'record = read_record("exports/stream/train.jsonl", 0)', "```", "",
+            "Video paths in the tables and exports are relative to this folder"
+            + (" (`../../media/...`: the catalog's media, not copied)." if release.media == "reference" else "."), ""]
+    out += ["## Licence and takedown", "", f"Dataset licence: `{release.license}`. Each clip keeps its source's "
+            "licence (`license` column) and URL (`source_url`); the videos stay their owners'.", "",
+            card.takedown, ""]
+    if card.citation:
+        out += ["## Citation", "", "```", card.citation.strip(), "```", ""]
+    out += ["## Provenance", "", "Stage fingerprints (the tables this release was built from):", "",
+            _table(["stage", "fingerprint"], [[s, f] for s, f in fingerprints.items()]), "",
+            "Versions:", "", _table(["package", "version"], [[k, v] for k, v in versions.items()]), "",
+            "The recipe as run:", "", "```yaml", recipe_yaml.rstrip(), "```", ""]
+    return "\n".join(out)
+
+
+def parse_front_matter(text: str) -> dict:
+    """The YAML between the leading ``---`` lines (for tests and tools)."""
+    _, head, _ = text.split("---\n", 2)
+    return yaml.safe_load(head)
+
+
+def dumps(doc) -> str:
+    return json.dumps(doc, indent=2, sort_keys=True, default=str)

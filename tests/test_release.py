@@ -1,0 +1,356 @@
+"""Releases: a real small catalog (the demo recipe's stages over the loopback
+demo site, annotate against the loopback LLM server) built once per module,
+then released, loaded back, exported, and gated with planted faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from conftest import run_cli
+from curate.catalog import Catalog
+from curate.paths import data_dir
+from llm_fault_server import FaultServer
+
+TASKS = ["caption", "qa", "commentary", "livecc_filter"]
+
+
+def release_recipe(folder: Path, catalog: Path, site_url: str, llm_url: str, **release) -> Path:
+    """The demo recipe pointed at a test catalog, the loopback site and LLM, with a release section."""
+    doc = yaml.safe_load((data_dir("recipes") / "demo.yaml").read_text())
+    doc["catalog"] = str(catalog)
+    doc["ray"] = {"num_cpus": 2}
+    doc["stages"]["crawl"]["sources"] = [s.replace("${CURATE_DEMO_SITE:-http://127.0.0.1:8765}", site_url)
+                                         for s in doc["stages"]["crawl"]["sources"]]
+    doc["stages"]["annotate"] |= {"base_url": llm_url, "model": "fake-model", "response_format": "json_schema",
+                                  "tasks": TASKS, "prices": {"fake-model": {"input_per_mtok": 1.0,
+                                                                            "output_per_mtok": 2.0}}}
+    doc["release"] = {"splits": {"train": 0.5, "test": 0.5}, "seed": 1, "license": "cc-by-4.0",
+                      "source_license": "CC0-1.0", "card": {"pretty_name": "curate test release"},
+                      "gate": {"words_per_second": [0.5, 5.0]}} | release
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, demo_site, ray_local):
+    """(recipe path, catalog) after a full run of the stages; the catalog is then only read."""
+    from curate.recipe import load_recipe
+    from curate.run.runner import Runner
+
+    base = tmp_path_factory.mktemp("release")
+    with FaultServer() as llm:
+        recipe = release_recipe(base, base / "catalog", demo_site.base_url, llm.base_url)
+        result = Runner(load_recipe(recipe)).run()
+        assert result.ok, result.errors
+    return recipe, base / "catalog", demo_site.base_url
+
+
+def _copy_catalog(built, tmp_path: Path, **release) -> tuple[Path, Path]:
+    """A private copy of the built catalog (tests that write releases or plant faults)."""
+    _, catalog, site = built
+    dst = tmp_path / "catalog"
+    shutil.copytree(catalog, dst, ignore=shutil.ignore_patterns("releases", ".release-tmp", "qa_report.json"))
+    return release_recipe(tmp_path, dst, site, "http://127.0.0.1:9/v1", **release), dst
+
+
+@pytest.fixture(scope="module")
+def released(built, tmp_path_factory):
+    """v1 of a copy of the built catalog."""
+    tmp = tmp_path_factory.mktemp("v1")
+    recipe, catalog = _copy_catalog(built, tmp)
+    out = run_cli("release", str(recipe), timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return recipe, catalog, catalog / "releases" / "v1", out.stdout
+
+
+def _front(release: Path) -> dict:
+    from curate.release.card import parse_front_matter
+
+    return parse_front_matter((release / "README.md").read_text())
+
+
+def test_release_layout_card_and_manifest(released):
+    recipe, catalog, v1, stdout = released
+    assert f"card: {v1 / 'README.md'}" in stdout.replace("\n", "")
+    front = _front(v1)
+    assert front["license"] == "cc-by-4.0" and front["pretty_name"] == "curate test release"
+    configs = {c["config_name"]: c for c in front["configs"]}
+    assert "clips" in configs and set(configs) >= {"caption", "qa", "commentary"}
+    for c in front["configs"]:
+        for df in c["data_files"]:
+            assert list(v1.glob(df["path"])), df
+    files = sorted(p.relative_to(v1).as_posix() for p in v1.rglob("*.parquet"))
+    assert all(re_hub(f) for f in files), files
+    manifest = json.loads((v1 / "manifest.json").read_text())
+    listed = {f["path"]: f for f in manifest["files"]}
+    assert set(listed) == {p.relative_to(v1).as_posix() for p in v1.rglob("*") if p.is_file()} - {"manifest.json"}
+    from curate.catalog import sha256_file
+
+    for rel, f in listed.items():
+        assert f["sha256"] == sha256_file(v1 / rel) and f["bytes"] == (v1 / rel).stat().st_size
+        if rel.endswith(".parquet"):
+            assert f["rows"] == pq.ParquetFile(v1 / rel).metadata.num_rows
+    for png in ("clip_durations", "words_per_second", "clip_similarity", "caption_asr_wer", "annotations",
+                "languages"):
+        assert (v1 / "plots" / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"plots/{png}.png" in (v1 / "README.md").read_text()
+    # Nothing of the build's scaffolding is left in the release or beside it.
+    assert not list(v1.glob("_work*")) and not any((catalog / ".release-tmp").iterdir())
+    assert json.loads((catalog / "qa_report.json").read_text())["passed"] is True
+
+
+def re_hub(path: str) -> bool:
+    import re
+
+    return re.fullmatch(r"data/[a-z_]+/[a-z_]+-\d{5}-of-\d{5}\.parquet", path) is not None
+
+
+def test_clips_are_the_kept_clips_with_lineage(released, built):
+    _, catalog, v1, _ = released
+    con = duckdb.connect()
+    from curate.sql import connect
+
+    cat, _ = connect(catalog)
+    kept = {r[0] for r in cat.sql("SELECT s.clip_id FROM segment s JOIN filter f USING (clip_id) "
+                                  "JOIN dedup d USING (clip_id) WHERE s.status = 'ok' AND f.status = 'ok' "
+                                  "AND d.status = 'ok'").fetchall()}
+    rows = con.sql(f"SELECT * FROM read_parquet('{v1}/data/clips/*.parquet')").fetchall()
+    cols = con.sql(f"SELECT * FROM read_parquet('{v1}/data/clips/*.parquet') LIMIT 0").columns
+    clips = [dict(zip(cols, r)) for r in rows]
+    assert {c["clip_id"] for c in clips} == kept and len(clips) == len(kept)
+    for c in clips:
+        assert c["source_url"].startswith(built[2]) and c["license"] == "CC0-1.0"
+        assert c["asr_model"] and c["clip_model"].startswith("curate-demo-clip") and c["curate_version"]
+        assert c["fingerprints"]["segment"] and c["fetched_at"] is not None
+        assert c["words"] and all(c["start_s"] - 0.05 <= w["start_s"] <= w["end_s"] <= c["end_s"] + 0.05
+                                  for w in c["words"])
+        assert (v1 / c["video_path"]).is_file()  # relative to the release
+
+
+def test_every_config_loads_with_datasets(released):
+    import datasets
+
+    _, _, v1, _ = released
+    front = _front(v1)
+    info = {i["config_name"]: i for i in front["dataset_info"]}
+    for config in front["configs"]:
+        name = config["config_name"]
+        ds = datasets.load_dataset(str(v1), name, cache_dir=str(v1.parent.parent / "hf_cache"))
+        declared = {s["name"]: s["num_examples"] for s in info[name]["splits"]}
+        assert {s: len(ds[s]) for s in ds} == declared, name
+        assert set(ds[next(iter(ds))].column_names) == {f["name"] for f in info[name]["features"]}
+
+
+def test_splits_are_by_video_and_deterministic(released, built, tmp_path):
+    _, catalog, v1, _ = released
+    con = duckdb.connect()
+    pairs = con.sql(f"SELECT DISTINCT video_id, regexp_extract(filename, '/([a-z]+)-\\d{{5}}', 1) AS split "
+                    f"FROM read_parquet('{v1}/data/clips/*.parquet', filename = true)").fetchall()
+    videos = [v for v, _ in pairs]
+    assert len(videos) == len(set(videos))
+    # The same ids and seed give the same splits in a fresh build.
+    recipe, catalog2 = _copy_catalog(built, tmp_path)
+    from curate.recipe import load_recipe
+    from curate.release.build import release
+
+    assert release(load_recipe(recipe)) == 0
+    again = con.sql(f"SELECT DISTINCT video_id, regexp_extract(filename, '/([a-z]+)-\\d{{5}}', 1) "
+                    f"FROM read_parquet('{catalog2}/releases/v1/data/clips/*.parquet', filename = true)").fetchall()
+    assert sorted(again) == sorted(pairs)
+
+
+def test_stream_export_round_trips_through_the_seek_index(released):
+    from curate.release.exports import read_record
+
+    _, _, v1, _ = released
+    con = duckdb.connect()
+    for path in sorted((v1 / "exports" / "stream").glob("*.jsonl")):
+        split = path.stem
+        clips = con.sql(f"SELECT video_path, start_s, end_s, words, previous, title FROM "
+                        f"read_parquet('{v1}/data/clips/{split}-*.parquet') ORDER BY video_id, start_s, clip_id"
+                        ).fetchall()
+        lines = path.read_bytes().splitlines(keepends=True)
+        offsets = json.loads(lines[-1])
+        assert len(offsets) == len(clips) == len(lines) - 1
+        with open(path, "rb") as f:
+            for i, offset in enumerate(offsets):
+                f.seek(offset)
+                rec = json.loads(f.readline())
+                video_path, start_s, end_s, words, previous, title = clips[i]
+                user, assistant = rec
+                video, text = user["content"]
+                assert user["role"] == "user" and assistant["role"] == "assistant"
+                assert video == {"type": "video", "video": video_path, "video_start": start_s, "video_end": end_s}
+                assert text["type"] == "text" and text["text"] and text["previous"] == (previous or "")
+                assert text["title"] == title and "category" in text
+                stream = assistant["content"][0]
+                assert stream["type"] == "text_stream"
+                assert stream["text_stream"] == [[w["start_s"], w["end_s"], w["text"]] for w in words]
+                assert read_record(path, i) == rec
+
+
+def test_sft_export_has_a_record_per_training_annotation(released):
+    _, _, v1, _ = released
+    con = duckdb.connect()
+    n = con.sql(f"SELECT count(*) FROM read_parquet('{v1}/data/*/*.parquet', union_by_name = true) "
+                f"WHERE task IN ('caption', 'qa', 'commentary')").fetchall()[0][0]
+    records = []
+    for path in (v1 / "exports" / "sft").glob("*.jsonl"):
+        records += [json.loads(line) for line in path.read_text().splitlines()[:-1]]
+    assert n > 0 and len(records) == n
+    for rec in records:
+        assert rec[0]["role"] == "user" and rec[0]["content"][0]["type"] == "video"
+        assert rec[1]["role"] == "assistant"
+
+
+def test_croissant_validates(released):
+    from curate.release.croissant import validate
+
+    _, _, v1, _ = released
+    validate(v1 / "croissant.json")
+    doc = json.loads((v1 / "croissant.json").read_text())
+    assert {rs["name"] for rs in doc["recordSet"]} >= {"clips", "qa"}
+
+
+def test_existing_version_is_refused_untouched(released):
+    recipe, catalog, v1, _ = released
+    before = {p: p.stat().st_mtime_ns for p in v1.rglob("*")}
+    out = run_cli("release", str(recipe), "--version", "v1")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "exists" in out.stdout + out.stderr
+    assert {p: p.stat().st_mtime_ns for p in v1.rglob("*")} == before
+
+
+def test_sql_shows_release_views(released):
+    _, catalog, v1, _ = released
+    out = run_cli("sql", str(catalog), "SELECT count(*) AS n, count(DISTINCT split) FROM release_clips",
+                  "--format", "csv")
+    assert out.returncode == 0, out.stderr
+    n = duckdb.connect().sql(f"SELECT count(*) FROM read_parquet('{v1}/data/clips/*.parquet')").fetchall()[0][0]
+    assert int(out.stdout.splitlines()[1].split(",")[0]) == n
+
+
+# --- planted faults ---------------------------------------------------------
+
+def _rewrite(catalog: Path, stage: str, fn) -> None:
+    """Apply ``fn(rows) -> rows`` to every shard of a stage's latest table, keeping markers valid."""
+    sd = Catalog(catalog).latest(stage)
+    for s in sd.done_shards():
+        marker = json.loads(sd.marker_path(s).read_text())
+        table = sd.read_shard(s)
+        sd.write_shard(s, pa.Table.from_pylist(fn(table.to_pylist()), schema=table.schema),
+                       {k: v for k, v in marker.items() if k not in ("rows", "bytes", "sha256", "shard")})
+
+
+def test_planted_faults_fail_the_gate_with_those_rows(built, tmp_path):
+    from curate.sql import connect
+
+    recipe, catalog = _copy_catalog(built, tmp_path)
+    con, _ = connect(catalog)
+    kept = [r[0] for r in con.sql("SELECT clip_id FROM dedup WHERE status = 'ok' ORDER BY clip_id").fetchall()]
+    word_clip, pii_clip = kept[0], kept[-1]
+    key = "sk-" + "A1b2C3d4" * 4
+
+    def plant_segment(rows):
+        for r in rows:
+            if r["clip_id"] == word_clip:
+                r["words"][-1]["end_s"] = r["end_s"] + 5.0
+            if r["clip_id"] == pii_clip:
+                r["words"][0]["text"] = "mail jane.doe@example.com"
+                r["words"][1]["text"] = key
+                r["text"] = f"mail jane.doe@example.com {key} " + r["text"]
+        return rows
+
+    _rewrite(catalog, "segment", plant_segment)
+    qa_row = con.sql("SELECT annotation_id FROM annotate WHERE task = 'qa' AND status = 'ok' ORDER BY 1 LIMIT 1"
+                     ).fetchall()[0][0]
+
+    def plant_answer(rows):
+        for r in rows:
+            if r["annotation_id"] == qa_row:
+                out = json.loads(r["output"])
+                out["multiple_choice"][0]["answer_index"] = 7
+                r["output"] = json.dumps(out)
+        return rows
+
+    _rewrite(catalog, "annotate", plant_answer)
+    # A video none of the other faults is in (else its rows would be named twice, once per split).
+    planted = {c.split(":")[0] for c in (word_clip, pii_clip, qa_row)}
+    twice = sorted({r[0] for r in con.sql("SELECT video_id FROM dedup WHERE status = 'ok'").fetchall()} - planted)[0]
+    pins = tmp_path / "pins.csv"
+    pins.write_text(f"video_id,split\n{twice},train\n{twice},test\n")
+    recipe = release_recipe(tmp_path, catalog, built[2], "http://127.0.0.1:9/v1", pin_splits=str(pins))
+
+    out = run_cli("release", str(recipe))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert not (catalog / "releases").exists() and not any((catalog / ".release-tmp").iterdir())
+    assert "word_times" in out.stdout and "offending" in out.stdout
+    report = {c["check"]: c for c in json.loads((catalog / "qa_report.json").read_text())["checks"]}
+    failed = {name for name, c in report.items() if not c["passed"]}
+    assert failed == {"word_times", "splits_disjoint", "no_secrets_pii", "mc_answers"}, report
+    assert [(r["clip_id"], r["problem"]) for r in report["word_times"]["rows"]] == [(word_clip, "outside its clip")]
+    assert [r["video_id"] for r in report["splits_disjoint"]["rows"]] == [twice]
+    assert {(r["id"], tuple(r["kinds"])) for r in report["no_secrets_pii"]["rows"]} == \
+        {(pii_clip, ("api_key", "email"))}
+    assert [(r["annotation_id"], r["answer_index"]) for r in report["mc_answers"]["rows"]] == [(qa_row, 7)]
+    # `curate qa` runs the same checks alone.
+    out = run_cli("qa", str(recipe))
+    assert out.returncode == 1 and "mc_answers" in out.stdout
+    assert not (catalog / "releases").exists()
+
+
+def test_decontaminated_videos_are_left_out_and_counted(built, tmp_path):
+    from curate.recipe import load_recipe
+    from curate.release.build import release
+
+    recipe, catalog = _copy_catalog(built, tmp_path)
+    from curate.sql import connect
+
+    con, _ = connect(catalog)
+    vid, url = con.sql("SELECT video_id, source_url FROM crawl WHERE status = 'ok' ORDER BY 1 LIMIT 1").fetchall()[0]
+    listed = tmp_path / "benchmark_ids.txt"
+    listed.write_text(f"# a benchmark's videos\n{url}\n")
+    recipe = release_recipe(tmp_path, catalog, built[2], "http://127.0.0.1:9/v1", decontaminate=str(listed))
+    assert release(load_recipe(recipe)) == 0
+    v1 = catalog / "releases" / "v1"
+    ids = {r[0] for r in duckdb.connect().sql(f"SELECT video_id FROM read_parquet('{v1}/data/*/*.parquet', "
+                                                f"union_by_name = true)").fetchall()}
+    assert vid not in ids and ids
+    assert "1 video(s) of the list `benchmark_ids.txt`" in (v1 / "README.md").read_text()
+
+
+def test_sigkill_midway_leaves_no_version_and_the_next_run_builds_it(built, tmp_path):
+    recipe, catalog = _copy_catalog(built, tmp_path)
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "curate.cli", "release", str(recipe)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((catalog / ".release-tmp").glob("*/data/clips")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list((catalog / ".release-tmp").glob("*")), "killed before it started writing"
+    assert not (catalog / "releases" / "v1").exists()
+    from curate.recipe import load_recipe
+    from curate.release.build import release
+
+    assert release(load_recipe(recipe)) == 0
+    v1 = catalog / "releases" / "v1"
+    manifest = json.loads((v1 / "manifest.json").read_text())
+    assert all((v1 / f["path"]).stat().st_size == f["bytes"] for f in manifest["files"])
+    assert not list((catalog / ".release-tmp").iterdir())
