@@ -24,14 +24,19 @@ def _load(recipe_path: str, ray_address: str | None = None):
 
 def cmd_check(args) -> int:
     from .recipe import RecipeError
-    from .run.runner import plan
+    from .run.runner import plan, preflight
 
     recipe = _load(args.recipe)
     try:
         plans = plan(recipe)
+        problems, warnings = preflight(recipe, plans)
+        if problems:
+            raise RecipeError("\n".join(problems))
     except RecipeError as exc:
         err_console.print(styled("recipe refused", "red", f":\n{exc}"), highlight=False)
         return EXIT_BAD_RECIPE
+    for warning in warnings:
+        err_console.print(styled("warning", "yellow", f" {warning}"), highlight=False)
     console.print(styled("ok", "green", f" {args.recipe}: catalog {recipe.catalog}, {recipe.shards} shards"))
     for p in plans:
         console.print(f"  {p.name:<11} fp={p.fingerprint}  cpus={p.resources.cpus:g} gpus={p.resources.gpus:g}")
@@ -73,20 +78,11 @@ def cmd_sql(args) -> int:
         return EXIT_BAD_RECIPE  # argparse also exits 2 on usage errors
     args.command = args.command or args.query
     if not args.command:
-        err_console.print(f"views: {', '.join(views) or '(none yet)'}; end a query with ';', Ctrl-D to quit")
-        buffer = ""
-        while True:
-            try:
-                line = input("curate> " if not buffer else "   ...> ")
-            except EOFError:
-                return EXIT_OK
-            buffer += line + "\n"
-            if buffer.strip().endswith(";"):
-                try:
-                    print_result(con.sql(buffer), args.format)
-                except duckdb.Error as exc:
-                    err_console.print(str(exc), style="red", highlight=False)
-                buffer = ""
+        from .sql_shell import run_shell
+
+        return run_shell(con, views, show=lambda rel: print_result(rel, args.format),
+                         say=lambda text: err_console.print(text, markup=False, highlight=False),
+                         error=lambda text: err_console.print(text, style="red", markup=False, highlight=False))
     try:
         print_result(con.sql(args.command), args.format)
     except duckdb.Error as exc:
@@ -162,6 +158,17 @@ def cmd_llm_serve(args) -> int:
     return serve(host=args.host, port=args.port, n_threads=args.threads)
 
 
+def _version() -> str:
+    from importlib import metadata
+
+    from . import __version__
+
+    try:
+        return metadata.version("curate")
+    except metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return __version__
+
+
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -175,6 +182,7 @@ def _positive_seconds(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curate", description="Build and curate video-LLM training data.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"curate {_version()}")
     sub = parser.add_subparsers(dest="command_name", required=True)
 
     p = sub.add_parser("run", help="run a recipe (resumes where an earlier run stopped)")

@@ -86,6 +86,17 @@ def plan(recipe: Recipe) -> list[StagePlan]:
     return list(plans.values())
 
 
+def preflight(recipe: Recipe, plans: list[StagePlan]) -> tuple[list[str], list[str]]:
+    """(problems that refuse the recipe, warnings): every model the recipe names is
+    resolved offline, without loading it, before Ray starts."""
+    errors, warnings = [], []
+    for p in plans:
+        params = p.cls.Params.model_validate(p.params)
+        errors += [f"{recipe.path}: {e}" for e in p.cls.preflight(params, recipe.path.parent)]
+        warnings += [f"{recipe.path}: {w}" for w in p.cls.preflight_warnings(params, recipe.path.parent)]
+    return errors, warnings
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat()
 
@@ -182,6 +193,9 @@ class Runner:
     # --- running ------------------------------------------------------------
     def run(self) -> RunResult:
         plans = plan(self.recipe)
+        problems, _ = preflight(self.recipe, plans)
+        if problems:  # a missing model fails here, not minutes later in a worker
+            raise RecipeError("\n".join(problems))
         run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
         result = RunResult(run_id, self.recipe.catalog, plans)
         # One run writes a catalog at a time; a dead run's lease is taken over (run/lease.py).

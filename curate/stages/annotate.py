@@ -143,6 +143,21 @@ class AnnotateStage(Stage):
         return "video_id" if params.input_stage == "transcribe" else "clip_id"
 
     @classmethod
+    def preflight_warnings(cls, params: AnnotateParams, recipe_dir: Path) -> list[str]:
+        import socket
+        from urllib.parse import urlsplit
+
+        url = urlsplit(params.base_url)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            socket.create_connection((url.hostname, port), timeout=2).close()
+        except OSError as exc:
+            return [f"stages.annotate.base_url: nothing answers at {url.hostname}:{port} now "
+                    f"({exc.strerror or type(exc).__name__}); start the endpoint before annotate runs, "
+                    f"or its rows end up transient (llm.*) and are retried by the next run"]
+        return []
+
+    @classmethod
     def required_env(cls, params: AnnotateParams) -> list[str]:
         return [params.api_key_env] if params.api_key_env else []
 
