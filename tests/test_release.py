@@ -354,3 +354,25 @@ def test_sigkill_midway_leaves_no_version_and_the_next_run_builds_it(built, tmp_
     manifest = json.loads((v1 / "manifest.json").read_text())
     assert all((v1 / f["path"]).stat().st_size == f["bytes"] for f in manifest["files"])
     assert not list((catalog / ".release-tmp").iterdir())
+
+
+def test_qa_alone_passes_on_the_clean_catalog_and_releases_nothing(built, tmp_path):
+    recipe, catalog = _copy_catalog(built, tmp_path)
+    out = run_cli("qa", str(recipe))
+    assert out.returncode == 0, out.stdout + out.stderr
+    n = len(list(data_dir("qa_checks").glob("*.sql")))
+    assert f"qa_checks: {n}/{n} pass" in out.stdout
+    assert json.loads((catalog / "qa_report.json").read_text())["passed"] is True
+    assert not (catalog / "releases").exists()
+
+
+def test_a_typo_in_the_release_section_is_refused_before_any_work(tmp_path):
+    recipe = release_recipe(tmp_path, tmp_path / "catalog", "http://127.0.0.1:9", "http://127.0.0.1:9/v1",
+                            splitz={"train": 1.0})
+    out = run_cli("release", str(recipe))
+    assert out.returncode == 2 and "release.splitz: unknown key" in out.stderr and "splits" in out.stderr
+    recipe = release_recipe(tmp_path, tmp_path / "catalog", "http://127.0.0.1:9", "http://127.0.0.1:9/v1",
+                            splits={"train": 0.8, "test": 0.1})
+    out = run_cli("check", str(recipe))
+    assert out.returncode == 2 and "sum to 1" in out.stderr
+    assert not (tmp_path / "catalog").exists()
