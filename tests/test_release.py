@@ -314,7 +314,7 @@ def test_planted_faults_fail_the_gate_with_those_rows(built, tmp_path):
     assert not (catalog / "releases").exists()
 
 
-def test_decontaminated_videos_are_left_out_and_counted(built, tmp_path):
+def test_decontaminated_videos_are_left_out_and_counted_media_hardlinked(built, tmp_path):
     from curate.recipe import load_recipe
     from curate.release.build import release
 
@@ -325,9 +325,15 @@ def test_decontaminated_videos_are_left_out_and_counted(built, tmp_path):
     vid, url = con.sql("SELECT video_id, source_url FROM crawl WHERE status = 'ok' ORDER BY 1 LIMIT 1").fetchall()[0]
     listed = tmp_path / "benchmark_ids.txt"
     listed.write_text(f"# a benchmark's videos\n{url}\n")
-    recipe = release_recipe(tmp_path, catalog, built[2], "http://127.0.0.1:9/v1", decontaminate=str(listed))
+    recipe = release_recipe(tmp_path, catalog, built[2], "http://127.0.0.1:9/v1", decontaminate=str(listed),
+                            media="hardlink")
     assert release(load_recipe(recipe)) == 0
     v1 = catalog / "releases" / "v1"
+    # Hard-linked media: paths inside the release, the same files as the catalog's.
+    paths = {r[0] for r in duckdb.connect().sql(f"SELECT video_path FROM read_parquet('{v1}/data/clips/*.parquet')"
+                                                ).fetchall()}
+    assert paths and all(p.startswith("media/") and (v1 / p).stat().st_ino == (catalog / p).stat().st_ino
+                         for p in paths)
     ids = {r[0] for r in duckdb.connect().sql(f"SELECT video_id FROM read_parquet('{v1}/data/*/*.parquet', "
                                                 f"union_by_name = true)").fetchall()}
     assert vid not in ids and ids
