@@ -79,14 +79,24 @@ def drive(tree: Path, clips_path: Path, out_path: Path) -> None:
                                                            "cache_dir": str(Path(tmp) / "cache")}
         stage = AnnotateStage(AnnotateParams(**params), StageContext(Path(tmp), Path(tmp)))
         stage.setup()
+        cpu0 = server_cpu_s(llm)
         t0 = time.perf_counter()
         out = run_stage_on_table(stage, table)
         seconds = time.perf_counter() - t0
+        cpu = server_cpu_s(llm) - cpu0
         requests = stage.client.requests_sent
         stage.teardown()
     rows = [{k: r[k] for k in ("annotation_id", "task", "status", "error_code", "prompt_tokens",
                                  "completion_tokens")} for r in out.to_pylist()]
-    out_path.write_text(json.dumps({"seconds": seconds, "requests": requests, "rows": rows}))
+    out_path.write_text(json.dumps({"seconds": seconds, "cpu_s": cpu, "requests": requests, "rows": rows}))
+
+
+def server_cpu_s(llm) -> float:
+    """CPU seconds the llama.cpp server process(es) used so far (user + system)."""
+    import psutil
+
+    procs = [proc for proc, _port in getattr(llm, "_procs", [])] or [llm._proc]  # after / before issue 9
+    return sum(sum(psutil.Process(proc.pid).cpu_times()[:2]) for proc in procs)
 
 
 def side(tree: Path, clips_path: Path, label: str) -> dict:
@@ -103,7 +113,7 @@ def report(label: str, result: dict) -> None:
     codes = Counter(r["error_code"] for r in rows if r["status"] not in ("ok", "filtered"))
     judged = [r for r in rows if r["task"] != "livecc_filter"]
     failed = sum(r["status"] != "ok" for r in judged)
-    print(f"{label}: {result['seconds']:.1f}s, {result['requests']} requests, "
+    print(f"{label}: {result['seconds']:.1f}s ({result['cpu_s']:.1f} CPU s in the server), {result['requests']} requests, "
           f"{sum(r['prompt_tokens'] for r in rows)} tokens in, {sum(r['completion_tokens'] for r in rows)} out")
     print(f"    {dict(statuses)}  {dict(codes)}")
     print(f"    failed, not livecc_filter: {failed}/{len(judged)} ({100 * failed / max(1, len(judged)):.0f}%)")
@@ -136,6 +146,7 @@ def main() -> None:
     same = {r["annotation_id"] for r in before["rows"]} == {r["annotation_id"] for r in after["rows"]}
     ratio = before["seconds"] / after["seconds"]
     print(f"same rows (clip, task): {same}")
+    print(f"server CPU seconds: {before['cpu_s'] / after['cpu_s']:.2f}x fewer")
     print(f"ratio: {ratio:.2f}x (target >= 2x): {'PASS' if ratio >= 2 and same else 'FAIL'}")
 
 

@@ -55,7 +55,8 @@ def server_command(model: Path, host: str, port: int, *, n_ctx: int = 4096, n_th
         raise LocalLLMError(f"llama-cpp-python is not installed: {INSTALL_HINT}")
     # logits_all false: the server's default keeps the logits of every prompt token,
     # which only logprobs need (curate never asks for them).
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", MODEL_ALIAS,
+    # llama_cpp.server as shipped, with a faster grammar for greedy decoding (see llama_serve.py).
+    cmd = [sys.executable, "-m", "curate.llm.llama_serve", "--model", str(model), "--model_alias", MODEL_ALIAS,
            "--host", host, "--port", str(port), "--n_ctx", str(n_ctx), "--logits_all", "false"]
     if n_threads:  # prompt processing too: its default is every core, which stalls a shared machine
         cmd += ["--n_threads", str(n_threads), "--n_threads_batch", str(n_threads)]
