@@ -49,13 +49,19 @@ def _local_llm(recipe_path: Path, console: Console):
     doc = yaml.safe_load(recipe_path.read_text()) or {}
     if "annotate" not in (doc.get("stages") or {}) or os.environ.get("CURATE_LLM_URL"):
         return contextlib.nullcontext(None)
-    try:
-        from ..llm.server import LocalLLM
-    except ImportError:
-        return contextlib.nullcontext(None)
     console.print("starting the bundled local LLM (SmolLM2-135M, llama.cpp) on 127.0.0.1 ...")
-    # Annotate runs after every other stage, so the model may use all cores.
-    return LocalLLM(n_threads=os.cpu_count() or 1)
+    return demo_llm()
+
+
+def demo_llm(**kwargs):
+    """The bundled local LLM as the demo runs it (tests and the bench use the same)."""
+    from ..llm.server import LocalLLM
+
+    # Annotate runs after every other stage, so the model may use all cores: one
+    # single-threaded server per core, each answering one of the recipe's
+    # `concurrency` requests (threads of one llama.cpp server stall each other on
+    # shared cores, and its sampling and JSON grammar run in one thread anyway).
+    return LocalLLM(n_servers=min(2, os.cpu_count() or 1), n_threads=1, **kwargs)
 
 
 def _release(recipe, console: Console) -> tuple[int, Path | None]:

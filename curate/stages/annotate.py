@@ -25,7 +25,7 @@ from ..llm.budget import Budget, BudgetExhausted, ModelPrice
 from ..llm.cache import LLMCache, request_hash
 from ..llm.client import ChatReply, LLMClient, LLMError
 from ..llm.frames import FrameError, data_url, pick_evenly
-from ..llm.tasks import TASKS, Clip, Prompts, ReplyError, get_task, repair_messages
+from ..llm.tasks import TASKS, Clip, Prompts, ReplyError, get_task, max_reply_chars, repair_messages
 from .base import Params, Resources, Stage
 
 TaskName = Literal["caption", "qa", "reasoning", "commentary", "grounding", "livecc_filter"]
@@ -52,7 +52,9 @@ class AnnotateParams(Params):
     backoff_max_s: float = Field(30.0, ge=0, le=600)
     temperature: float = Field(0.2, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int = Field(1024, ge=16, le=131072, description="per reply; also the worst case the budget holds")
+    max_tokens: int = Field(1024, ge=16, le=131072, description="per reply at most; a request asks for less when its "
+                                                                "schema bounds the reply (see docs/annotate.md). "
+                                                                "Also the worst case the budget holds")
     seed: int | None = Field(0, description="sent to endpoints that support it, for repeatable replies")
     response_format: Literal["json_schema", "json_object_schema", "json_object", "none"] = Field(
         "json_schema", description="structured output the endpoint supports: json_schema (OpenAI, vLLM, llama.cpp's "
@@ -104,7 +106,7 @@ class AnnotateParams(Params):
 
 class AnnotateStage(Stage):
     name = "annotate"
-    version = "2"  # 2: multiple-choice options that are bare labels (A, B, ...) are refused
+    version = "3"  # 2: options that are bare labels (A, B, ...) are refused; 3: spans as whole seconds of the clip
     Params = AnnotateParams
     inputs = ("segment",)
     input_key = "clip_id"
@@ -216,7 +218,7 @@ class AnnotateStage(Stage):
         except FrameError as exc:
             return row | {"cached": False} | status.failed(exc.code, str(exc))
         messages = self.prompts.messages(task_name, clip, n_questions=p.n_questions, frames=frames)
-        schema = task.request_schema(p.n_questions)
+        schema = task.request_schema(p.n_questions, clip)
         try:
             reply = await self._complete(row, task_name, messages, schema)
             try:
@@ -236,8 +238,9 @@ class AnnotateStage(Stage):
     async def _complete(self, row: dict, task_name: str, messages: list[dict], schema: dict) -> ChatReply:
         """A reply from the cache, or from the endpoint within the budget; adds its usage to ``row``."""
         p: AnnotateParams = self.params
+        max_tokens = reply_max_tokens(schema, p.max_tokens)
         request = {"model": p.model, "messages": messages, "temperature": p.temperature, "top_p": p.top_p,
-                   "max_tokens": p.max_tokens, **({"seed": p.seed} if p.seed is not None else {}),
+                   "max_tokens": max_tokens, **({"seed": p.seed} if p.seed is not None else {}),
                    **_response_format(p.response_format, task_name, schema, p.strict_schema)}
         # The schema is part of the key even when not sent: it decides what a good reply is.
         key = request_hash({**request, "output_schema": schema})
@@ -247,7 +250,7 @@ class AnnotateStage(Stage):
             if row["cached"] is None:
                 row["cached"] = True
         else:
-            held = self.budget.reserve(p.model, messages, p.max_tokens)
+            held = self.budget.reserve(p.model, messages, max_tokens)
             try:
                 reply = await self.client.chat(**request)
             except LLMError as exc:  # a reply that came but is unusable is still paid for
@@ -270,6 +273,17 @@ class AnnotateStage(Stage):
         row["prompt_tokens"] += prompt_tokens
         row["completion_tokens"] += completion_tokens
         row["cost_usd"] += self.budget.cost(self.params.model, prompt_tokens, completion_tokens)
+
+
+# Tokens past the longest reply a schema allows: the end-of-text token, and slack.
+REPLY_SLACK_TOKENS = 8
+
+
+def reply_max_tokens(schema: dict, cap: int) -> int:
+    """``max_tokens`` of a request: enough for the longest reply the schema allows (so a
+    schema-following reply is never cut off), at most ``cap`` (the recipe's max_tokens)."""
+    longest = max_reply_chars(schema)
+    return cap if longest is None else min(cap, longest + REPLY_SLACK_TOKENS)
 
 
 def _response_format(mode: str, task_name: str, schema: dict, strict: bool) -> dict:
