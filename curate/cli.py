@@ -92,7 +92,9 @@ def cmd_sql(args) -> int:
 
 
 def cmd_status(args) -> int:
+    from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     from .catalog import Catalog
     from .run.summary import STATUSES
@@ -101,9 +103,15 @@ def cmd_status(args) -> int:
     catalog = Catalog(_catalog_root(args.catalog))
     runs = catalog.runs()
     last = runs[-1] if runs else {}
-    table = Table(title=f"catalog {catalog.root}", title_justify="left")
-    for col in ("stage", "fingerprint", "done", "pending", *STATUSES):
-        table.add_column(col, justify="left" if col in ("stage", "fingerprint") else "right")
+    # Fits 80 columns without cutting a fingerprint (people copy them).
+    table = Table(title=Text(f"catalog {catalog.root}"), title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False, collapse_padding=True)
+    table.add_column("stage", no_wrap=True)
+    table.add_column("fingerprint", no_wrap=True, min_width=16)
+    table.add_column("", no_wrap=True)  # view | partial
+    table.add_column("shards", justify="right", no_wrap=True)
+    for col in STATUSES:
+        table.add_column(col, justify="right", no_wrap=True)
     from .stages import STAGES
 
     order = list(STAGES)
@@ -122,8 +130,8 @@ def cmd_status(args) -> int:
                     done += 1
                     for k, v in marker.get("counts", {}).items():
                         counts[k] = counts.get(k, 0) + v
-            label = sd.fingerprint + (" (view)" if sd is shown else " (partial)")
-            table.add_row(stage, label, str(done), str(total - done), *[str(counts.get(k, 0)) for k in STATUSES])
+            table.add_row(stage, sd.fingerprint, "view" if sd is shown else "partial", f"{done}/{total}",
+                          *[str(counts.get(k, 0)) for k in STATUSES])
     console.print(table)
     for notice in notices:
         console.print(f"notice: {notice}", markup=False, highlight=False)
