@@ -42,8 +42,8 @@ class AnnotateParams(Params):
                                     description="name of the env var holding the API key; null for a local "
                                                 "endpoint without one. The key itself never goes in a recipe.")
     tasks: list[TaskName] = Field(default_factory=lambda: ["caption", "qa", "reasoning", "commentary"], min_length=1)
-    input_stage: Literal["dedup", "filter", "segment", "transcribe"] = Field(
-        "dedup", description="dedup / filter = the clips that passed them; segment = every clip; "
+    input_stage: Literal["quality", "dedup", "filter", "segment", "transcribe"] = Field(
+        "dedup", description="quality / dedup / filter = the clips that passed them; segment = every clip; "
                              "transcribe = whole videos with their word streams")
     concurrency: int = Field(8, ge=1, le=512, description="requests in flight at once")
     timeout_s: float = Field(60.0, gt=0, le=3600, description="per request")
@@ -90,7 +90,7 @@ class AnnotateParams(Params):
     @model_validator(mode="after")
     def _frames_need_clips(self) -> "AnnotateParams":
         if self.frames_per_clip and self.input_stage == "transcribe":
-            raise ValueError("frames_per_clip needs clips (input_stage: dedup, filter or segment; "
+            raise ValueError("frames_per_clip needs clips (input_stage: quality, dedup, filter or segment; "
                              "the segment stage samples the frames)")
         return self
 
