@@ -98,8 +98,8 @@ def cmd_status(args) -> int:
     runs = catalog.runs()
     last = runs[-1] if runs else {}
     table = Table(title=f"catalog {catalog.root}", title_justify="left")
-    for col in ("stage", "fingerprint", "done", "pending", *STATUSES):
-        table.add_column(col, justify="left" if col in ("stage", "fingerprint") else "right")
+    for col in ("stage", "fingerprint", "done", "pending", *STATUSES, "top reason codes"):
+        table.add_column(col, justify="left" if col in ("stage", "fingerprint", "top reason codes") else "right")
     n_shards = (last.get("recipe") or {}).get("shards")
     from .stages import STAGES
 
@@ -111,6 +111,7 @@ def cmd_status(args) -> int:
         meta = json.loads((sd.path / "stage.json").read_text())
         total = meta.get("shards", n_shards) or 0
         counts: dict = {}
+        codes: dict = {}  # every filter's reason codes, e.g. quality.lm_loss_high
         done = 0
         for s in range(total):
             marker = sd.marker(s)
@@ -118,7 +119,11 @@ def cmd_status(args) -> int:
                 done += 1
                 for k, v in marker.get("counts", {}).items():
                     counts[k] = counts.get(k, 0) + v
-        table.add_row(stage, sd.fingerprint, str(done), str(total - done), *[str(counts.get(k, 0)) for k in STATUSES])
+                for k, v in marker.get("error_codes", {}).items():
+                    codes[k] = codes.get(k, 0) + v
+        top = ", ".join(f"{c}×{n}" for c, n in sorted(codes.items(), key=lambda kv: -kv[1])[:3]) or "-"
+        table.add_row(stage, sd.fingerprint, str(done), str(total - done), *[str(counts.get(k, 0)) for k in STATUSES],
+                      top)
     console.print(table)
     if last:
         console.print(f"last run {last.get('run_id')}: {last.get('status')} (started {last.get('started_at')})")
