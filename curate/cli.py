@@ -115,7 +115,7 @@ def cmd_status(args) -> int:
     from .stages import STAGES
 
     order = list(STAGES)
-    notices = []
+    notices, top_codes = [], []
     for stage in sorted(catalog.stages(), key=lambda s: order.index(s) if s in order else len(order)):
         shown, newer = catalog.view_dir(stage)
         notices += view_notices(stage, shown, newer)
@@ -123,6 +123,7 @@ def cmd_status(args) -> int:
         for sd in [*newer, *([shown] if shown is not None else [])]:
             total = sd.n_shards()
             counts: dict = {}
+            codes: dict = {}  # every filter's reason codes, e.g. quality.lm_loss_high
             done = 0
             for s in range(total):
                 marker = sd.marker(s)
@@ -130,9 +131,16 @@ def cmd_status(args) -> int:
                     done += 1
                     for k, v in marker.get("counts", {}).items():
                         counts[k] = counts.get(k, 0) + v
+                    for k, v in marker.get("error_codes", {}).items():
+                        codes[k] = codes.get(k, 0) + v
             table.add_row(stage, sd.fingerprint, "view" if sd is shown else "partial", f"{done}/{total}",
                           *[str(counts.get(k, 0)) for k in STATUSES])
+            if sd is shown and codes:
+                top_codes.append(f"{stage}: " + ", ".join(
+                    f"{c}×{n}" for c, n in sorted(codes.items(), key=lambda kv: -kv[1])[:3]))
     console.print(table)
+    if top_codes:  # below the table, so it stays within 80 columns
+        console.print("top reason codes:\n  " + "\n  ".join(top_codes), markup=False, highlight=False)
     for notice in notices:
         console.print(f"notice: {notice}", markup=False, highlight=False)
     if last:

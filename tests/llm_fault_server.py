@@ -43,6 +43,7 @@ VALID_OUTPUTS = {
     "livecc_filter": {"comments_on_screen_in_real_time": True, "not_personal_feelings": True,
                       "not_multi_person_conversation": True, "text_not_garbled": True,
                       "user_query": "Describe what the cook is doing as it happens."},
+    "talking_head": {"talking_head": "no"},
 }
 
 
@@ -58,6 +59,10 @@ class FaultServer:
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
         self.bodies: list[dict] = []
+        # Vision checks: task -> (image count, (width, height)) every request of that task must carry,
+        # else HTTP 400; and the talking_head answer per request body ("yes" / "no").
+        self.expect_images: dict[str, tuple[int, tuple[int, int]]] = {}
+        self.talking_head: Callable[[dict], str] = lambda body: "no"
         self.auth_headers: list[str] = []
         self.faults_sent: list[str] = []
         self._lock = threading.Lock()
@@ -116,7 +121,14 @@ class FaultServer:
             return 200, {}, {"id": "chatcmpl-empty", "object": "chat.completion", "created": int(time.time()),
                              "model": body.get("model", "?"), "choices": [], "usage": usage}
         task = _task_of(body)
-        content = json.dumps(_fitted(VALID_OUTPUTS.get(task, {"caption": "ok"}), body))
+        if task in self.expect_images:
+            problem = _image_problem(body, *self.expect_images[task])
+            if problem:
+                return 400, {}, _error(problem, "invalid_image")
+        output = VALID_OUTPUTS.get(task, {"caption": "ok"})
+        if task == "talking_head":
+            output = {"talking_head": self.talking_head(body)}
+        content = json.dumps(_fitted(output, body))
         finish = "stop"
         if mode == "invalid_json":
             content = "Sure! Here is the answer: {caption: oops"
@@ -196,6 +208,27 @@ def _fit(value, schema: dict):
         top = max(schema["enum"]) if "enum" in schema else schema.get("maximum")
         return value if top is None else min(value, top)
     return value
+
+
+def _image_problem(body: dict, count: int, size: tuple[int, int]) -> str | None:
+    """Why the request's image_url parts are not ``count`` decodable images of ``size`` (w, h)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    parts = [p for m in body.get("messages", []) if isinstance(m.get("content"), list) for p in m["content"]]
+    urls = [p["image_url"]["url"] for p in parts if p.get("type") == "image_url"]
+    if len(urls) != count:
+        return f"expected {count} image_url parts, got {len(urls)}"
+    for url in urls:
+        head, _, data = url.partition(";base64,")
+        if not head.startswith("data:image/"):
+            return f"not a base64 image data URL: {url[:40]}"
+        got = Image.open(io.BytesIO(base64.b64decode(data))).size
+        if got != size:
+            return f"expected {size[0]}x{size[1]} images, got {got[0]}x{got[1]}"
+    return None
 
 
 def _error(message: str, code: str) -> dict:

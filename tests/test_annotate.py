@@ -314,6 +314,47 @@ def test_frames_go_as_images_and_bad_frame_paths_fail_the_row(tmp_path):
     assert ";base64," not in cached and "sha256=" in cached  # the cache keeps a hash, not the pixels
 
 
+def test_talking_head_sees_eight_frames_and_a_yes_skips_the_clips_later_tasks(tmp_path):
+    from PIL import Image
+
+    frame_type = pa.list_(pa.struct([("t", pa.float64()), ("path", pa.string())]))
+    frames = []
+    for k in range(3):  # clips 0-2: ten sampled frames each; clip 3 has none
+        media = tmp_path / "catalog" / "media" / f"v{k}"
+        media.mkdir(parents=True)
+        for t in range(10):
+            Image.new("RGB", (64, 36), (t * 20, k * 60, 0)).save(media / f"{t:04d}.jpg")
+        frames.append([{"t": 3.0 * t, "path": f"media/v{k}/{t:04d}.jpg"} for t in range(10)])
+    table = clips_table(4).append_column("frames", pa.array(frames + [[]], frame_type))
+    with FaultServer() as srv:
+        srv.expect_images = {"talking_head": (8, (64, 36))}  # else the server answers HTTP 400
+        srv.talking_head = lambda body: "yes" if mentions(body, "w1_") else "no"  # clip-1 is a talking head
+        stage = make_stage(tmp_path, srv.base_url, tasks=["talking_head", "caption", "qa"])
+        rows = run(stage, table)
+        stage.teardown()
+        asked = [(b["response_format"]["json_schema"]["name"], mentions(b, "w1_")) for b in srv.bodies]
+        text_only = [b for b in srv.bodies if b["response_format"]["json_schema"]["name"] == "caption"]
+
+        # The endpoint's check is real: a wrong count of images is refused.
+        stage = make_stage(tmp_path, srv.base_url, tasks=["talking_head"], task_frames={"talking_head": 4})
+        refused = run(stage, table.slice(0, 1))["clip-0:talking_head"]
+        stage.teardown()
+
+    outcome = {k: (r["status"], r["error_code"]) for k, r in rows.items()}
+    assert outcome["clip-0:talking_head"] == ("ok", None) and json.loads(rows["clip-0:talking_head"]["output"]) == {
+        "talking_head": "no"}
+    assert outcome["clip-0:caption"] == outcome["clip-0:qa"] == ("ok", None)
+    assert outcome["clip-1:talking_head"] == ("filtered", "vlm.talking_head")
+    assert outcome["clip-1:caption"] == outcome["clip-1:qa"] == ("filtered", "annotate.skipped")
+    assert "talking_head filtered the clip" in rows["clip-1:qa"]["error_msg"]
+    assert ("caption", True) not in asked and ("qa", True) not in asked  # nothing paid for a rejected clip
+    assert asked.count(("talking_head", False)) == 2  # clips 0 and 2; clip 3 has no frames to send
+    assert outcome["clip-3:talking_head"] == ("failed", "annotate.no_frames")
+    assert outcome["clip-3:caption"] == ("ok", None)  # a check that could not look filters nothing
+    assert all(isinstance(b["messages"][1]["content"], str) for b in text_only)  # frames_per_clip 0: text only
+    assert (refused["status"], refused["error_code"]) == ("failed", "llm.http_400")
+
+
 def test_whole_videos_from_the_transcribe_table(tmp_path):
     clips = clips_table(2)
     videos = (clips.drop_columns(["clip_id", "video_id", "start_s", "end_s", "previous", "n_words"])
@@ -334,6 +375,8 @@ def test_recipe_mistakes_are_refused_with_a_reason():
         AnnotateParams(base_url="https://api.example.com/v1", model="gpt-x", budget_usd=5)
     with pytest.raises(ValidationError, match="frames_per_clip needs clips"):
         AnnotateParams(base_url="http://127.0.0.1:1/v1", model="m", frames_per_clip=4, input_stage="transcribe")
+    with pytest.raises(ValidationError, match="frames_per_clip needs clips"):  # talking_head looks at 8 frames
+        AnnotateParams(base_url="http://127.0.0.1:1/v1", model="m", tasks=["talking_head"], input_stage="transcribe")
     with pytest.raises(ValidationError, match="http"):
         AnnotateParams(base_url="127.0.0.1:8080", model="m")
     with pytest.raises(ValidationError, match="tasks"):
@@ -404,7 +447,8 @@ def test_each_task_can_get_a_valid_row_with_the_demo_settings(tmp_path):
         stage = demo_stage(tmp_path, srv.base_url)
         rows = run(stage, demo_clips())
         stage.teardown()
-    assert {r["task"] for r in rows.values()} == set(TASKS) and len(rows) == 2 * len(TASKS)
+    tasks = demo_settings().tasks
+    assert {r["task"] for r in rows.values()} == set(tasks) and len(rows) == 2 * len(tasks)
     for row in rows.values():
         assert row["status"] == "ok", row
         assert_valid_output(row, demo_settings().n_questions)
@@ -499,7 +543,7 @@ def test_the_demo_settings_through_the_local_model_keep_curates_guarantees(tmp_p
         again = run(stage, demo_clips())  # a second pass: every reply from the cache
         assert stage.client.requests_sent == sent
         stage.teardown()
-    assert set(out) == {f"{c}:{t}" for c in ("demo_00:0.5", "demo_00:16.2") for t in TASKS}
+    assert set(out) == {f"{c}:{t}" for c in ("demo_00:0.5", "demo_00:16.2") for t in demo.tasks}
     for key, row in out.items():
         assert row["status"] in ("ok", "filtered") or (
             row["status"] == "failed" and row["error_code"] in REPLY_ERROR_CODES and row["error_msg"]), row

@@ -27,7 +27,7 @@ from .. import status
 from ..status import SampleFault
 from ..paths import data_dir, schema_path
 
-TASKS = ("caption", "qa", "reasoning", "commentary", "grounding", "livecc_filter")
+TASKS = ("caption", "qa", "reasoning", "commentary", "grounding", "livecc_filter", "talking_head")
 
 # Model replies round times; a span this far outside the clip is still accepted.
 SPAN_TOLERANCE_S = 0.5
@@ -92,17 +92,29 @@ class ReplyError(SampleFault):
     """A reply that cannot be used; ``code`` is the row's error_code."""
 
 
+def _always_ok(_output: Any) -> dict:
+    return status.ok()
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
     schema: dict
     semantic_check: Callable[[Any, Clip], list[str]]
-    outcome: Callable[[dict], dict] = lambda _output: status.ok()
+    outcome: Callable[[dict], dict] = _always_ok
     # Top-level lists that hold exactly ``n_questions`` items: the schema sent says so,
     # which also keeps a grammar-constrained small model from writing lists until cut off.
     sized: tuple[str, ...] = ()
     # Top-level lists of timed items: at most one per SECONDS_PER_ITEM of the clip (and the file's maxItems).
     paced: tuple[str, ...] = ()
+    # Frames a task needs to see by default (None: the stage's frames_per_clip); a task with its
+    # own count cannot answer without frames.
+    frames: int | None = None
+
+    @property
+    def can_filter(self) -> bool:
+        """Its verdict may filter the clip; the annotate stage then skips the tasks after it."""
+        return self.outcome is not _always_ok
 
     def request_schema(self, n_questions: int, clip: Clip | None = None) -> dict:
         """The schema a reply is asked for and checked against: the task's file, sized,
@@ -332,6 +344,12 @@ def _livecc_outcome(output: dict) -> dict:
     return status.filtered(f"livecc.{failed[0]}", f"LiveCC check failed: {', '.join(failed)}")
 
 
+def _talking_head_outcome(output: dict) -> dict:
+    if output["talking_head"] == "yes":
+        return status.filtered("vlm.talking_head", "the frames show only a talking head")
+    return status.ok()
+
+
 def _no_check(_output: Any, _clip: Clip) -> list[str]:
     return []
 
@@ -345,4 +363,5 @@ _REGISTRY: dict[str, Task] = {
     "grounding": Task("grounding", load_schema("grounding"),
                       lambda out, clip: _spans_inside(out["events"], clip, "events"), paced=("events",)),
     "livecc_filter": Task("livecc_filter", load_schema("livecc_filter"), _no_check, _livecc_outcome),
+    "talking_head": Task("talking_head", load_schema("talking_head"), _no_check, _talking_head_outcome, frames=8),
 }

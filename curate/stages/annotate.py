@@ -10,6 +10,7 @@ cached by content hash, so a rerun pays only for what never came back.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,8 +29,11 @@ from ..llm.frames import FrameError, data_url, pick_evenly
 from ..llm.tasks import TASKS, Clip, Prompts, ReplyError, get_task, max_reply_chars, repair_messages
 from .base import Params, Resources, Stage
 
-TaskName = Literal["caption", "qa", "reasoning", "commentary", "grounding", "livecc_filter"]
+TaskName = Literal["caption", "qa", "reasoning", "commentary", "grounding", "livecc_filter", "talking_head"]
 assert set(TaskName.__args__) == set(TASKS)
+
+# A clip keeps all its frames; each task picks its own count from them.
+ALL_FRAMES = 10**6
 
 # Earlier speech shown in a prompt, in characters (its end, nearest the clip).
 PREVIOUS_CHARS = 1500
@@ -42,8 +46,8 @@ class AnnotateParams(Params):
                                     description="name of the env var holding the API key; null for a local "
                                                 "endpoint without one. The key itself never goes in a recipe.")
     tasks: list[TaskName] = Field(default_factory=lambda: ["caption", "qa", "reasoning", "commentary"], min_length=1)
-    input_stage: Literal["dedup", "filter", "segment", "transcribe"] = Field(
-        "dedup", description="dedup / filter = the clips that passed them; segment = every clip; "
+    input_stage: Literal["quality", "dedup", "filter", "segment", "transcribe"] = Field(
+        "dedup", description="quality / dedup / filter = the clips that passed them; segment = every clip; "
                              "transcribe = whole videos with their word streams")
     concurrency: int = Field(8, ge=1, le=512, description="requests in flight at once")
     timeout_s: float = Field(60.0, gt=0, le=3600, description="per request")
@@ -67,6 +71,8 @@ class AnnotateParams(Params):
     max_words: int = Field(800, ge=1, le=20000, description="words of the clip shown to the model (the first ones)")
     frames_per_clip: int = Field(0, ge=0, le=64, description="frames sent as images to vision endpoints (from the "
                                                            "segment table's frames; 0 = text only)")
+    task_frames: dict[TaskName, int] = Field(default_factory=dict, description="frames per task, over frames_per_clip "
+                                             "and a task's own default (talking_head: 8)")
     prices: dict[str, ModelPrice] = Field(default_factory=dict, description="model -> USD per million tokens")
     budget_usd: float | None = Field(None, ge=0)
     max_tokens_total: int | None = Field(None, ge=0)
@@ -89,10 +95,14 @@ class AnnotateParams(Params):
             raise ValueError("tasks repeat")
         return v
 
+    def frames_for(self, task: str) -> int:
+        own = get_task(task).frames
+        return self.task_frames.get(task, self.frames_per_clip if own is None else own)
+
     @model_validator(mode="after")
     def _frames_need_clips(self) -> "AnnotateParams":
-        if self.frames_per_clip and self.input_stage == "transcribe":
-            raise ValueError("frames_per_clip needs clips (input_stage: dedup, filter or segment; "
+        if any(self.frames_for(t) for t in self.tasks) and self.input_stage == "transcribe":
+            raise ValueError("frames_per_clip needs clips (input_stage: quality, dedup, filter or segment; "
                              "the segment stage samples the frames)")
         return self
 
@@ -189,12 +199,10 @@ class AnnotateStage(Stage):
         return path if path.is_absolute() else self.ctx.recipe_dir / path
 
     def process(self, table: pa.Table) -> list[dict]:
-        clips = [_clip_from_row(r, self.params.max_words, self.params.frames_per_clip) for r in table.to_pylist()]
-        jobs = [self._annotate(clip, task) for clip in clips for task in self.params.tasks
-                if f"{clip.clip_id}:{task}" not in self.skip_row_keys]  # rows a rerun keeps as they were
+        clips = [_clip_from_row(r, self.params.max_words, ALL_FRAMES) for r in table.to_pylist()]
 
         async def run_all() -> list[dict]:
-            return list(await asyncio.gather(*jobs))
+            return [row for rows in await asyncio.gather(*map(self._annotate_clip, clips)) for row in rows]
 
         rows = self._loop.run_until_complete(run_all())
         for row in rows:
@@ -207,12 +215,37 @@ class AnnotateStage(Stage):
         b = self.budget
         return {"prompt_tokens": b.prompt_tokens, "completion_tokens": b.completion_tokens, "cost_usd": b.spent_usd}
 
+    async def _annotate_clip(self, clip: Clip) -> list[dict]:
+        """The clip's tasks in recipe order, concurrently up to each task that may filter it
+        (talking_head, livecc_filter): once one does, the tasks after it are skipped."""
+        rows: list[dict] = []
+        pending: list[str] = []
+        for i, name in enumerate(self.params.tasks):
+            if f"{clip.clip_id}:{name}" not in self.skip_row_keys:  # rows a rerun keeps as they were
+                pending.append(name)
+            if get_task(name).can_filter or i == len(self.params.tasks) - 1:
+                rows += await asyncio.gather(*(self._annotate(clip, t) for t in pending))
+                pending = []
+                gate = next((r for r in rows if r["status"] == "filtered" and get_task(r["task"]).can_filter), None)
+                if gate is not None:
+                    rest = self.params.tasks[i + 1:]
+                    return rows + [self._row(clip, t) | {"cached": True} | status.filtered(
+                        "annotate.skipped", f"{gate['task']} filtered the clip ({gate['error_code']})") for t in rest]
+        return rows
+
+    def _row(self, clip: Clip, task_name: str) -> dict:
+        return {"annotation_id": f"{clip.clip_id}:{task_name}", "clip_id": clip.clip_id, "video_id": clip.video_id,
+                "task": task_name, "model": self.params.model, "prompt_tokens": 0, "completion_tokens": 0,
+                "cost_usd": 0.0, "cached": None}
+
     async def _annotate(self, clip: Clip, task_name: str) -> dict:
         p: AnnotateParams = self.params
         task = get_task(task_name)
-        row = {"annotation_id": f"{clip.clip_id}:{task_name}", "clip_id": clip.clip_id, "video_id": clip.video_id,
-               "task": task_name, "model": p.model, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0,
-               "cached": None}
+        row = self._row(clip, task_name)
+        clip = dataclasses.replace(clip, frames=pick_evenly(clip.frames, p.frames_for(task_name)))
+        if task.frames is not None and p.frames_for(task_name) and not clip.frames:
+            return row | {"cached": False} | status.failed("annotate.no_frames", f"{task_name} looks at frames and "
+                                                           "the segment table lists none for this clip")
         try:
             frames = [data_url(self.ctx.catalog_root, f["path"]) for f in clip.frames]
         except FrameError as exc:
