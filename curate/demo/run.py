@@ -57,10 +57,10 @@ def demo_llm(**kwargs):
     """The bundled local LLM as the demo runs it (tests and the bench use the same)."""
     from ..llm.server import LocalLLM
 
-    # Annotate runs after every other stage, so the model may use all cores: one
-    # single-threaded server per core, each answering one of the recipe's
-    # `concurrency` requests (threads of one llama.cpp server stall each other on
-    # shared cores, and its sampling and JSON grammar run in one thread anyway).
+    # Annotate runs after every other stage, so the model may use the cores: one
+    # single-threaded server per core, up to the demo recipe's concurrency (2).
+    # The threads of one llama.cpp server stall each other on shared cores, and
+    # its sampling and JSON grammar run in one thread anyway.
     return LocalLLM(n_servers=min(2, os.cpu_count() or 1), n_threads=1, **kwargs)
 
 

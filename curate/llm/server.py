@@ -55,9 +55,8 @@ def smollm2_gguf_path() -> Path:
 def server_command(model: Path, host: str, port: int, *, n_ctx: int = 4096, n_threads: int | None = None) -> list[str]:
     if importlib.util.find_spec("llama_cpp") is None:
         raise LocalLLMError(f"llama-cpp-python is not installed: {INSTALL_HINT}")
-    # logits_all false: the server's default keeps the logits of every prompt token,
-    # which only logprobs need (curate never asks for them).
-    # llama_cpp.server as shipped, with a faster grammar for greedy decoding (see llama_serve.py).
+    # llama_cpp.server as shipped, with a faster grammar for greedy decoding (see llama_serve.py);
+    # logits_all off: its default keeps the logits of every prompt token, which only logprobs need.
     cmd = [sys.executable, "-m", "curate.llm.llama_serve", "--model", str(model), "--model_alias", MODEL_ALIAS,
            "--host", host, "--port", str(port), "--n_ctx", str(n_ctx), "--logits_all", "false"]
     if n_threads:  # prompt processing too: its default is every core, which stalls a shared machine
