@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from curate.demo.corpus import DEMO_DATA
 from curate.recipe import load_recipe
-from curate.speech.clips import previous_text, speech_clips
+from curate.speech.clips import previous_text, speech_clips, word_stream
 from curate.stages.base import StageContext, run_stage_on_table
 from curate.stages.quality import QualityParams, QualityStage
 from curate.text.language import LanguageIdentifier
@@ -41,9 +41,10 @@ def demo_clips() -> list[dict]:
         vid = f"demo_{k:02d}"
         truth = json.loads((DEMO_DATA / f"{vid}.truth.json").read_text())["words"]
         words = [{"start_s": w["start"], "end_s": w["end"], "text": w["text"]} for w in truth]
+        stream = word_stream(words)
         for clip in speech_clips(words, seg.min_clip_s, seg.max_clip_s, seg.max_gap_s):
             rows.append(clip_row(f"{vid}:{clip.start}", vid, clip.text,
-                                 previous_text(words, clip.start, seg.previous_max_words) or None, clip.start))
+                                 previous_text(stream, clip.first, seg.previous_max_words) or None, clip.start))
     return rows
 
 
