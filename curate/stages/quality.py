@@ -37,7 +37,7 @@ class QualityParams(Params):
     max_tokens: int = Field(512, ge=8, le=32768, description="clip tokens scored (the first ones)")
     context_tokens: int = Field(256, ge=0, le=32768, description="tokens of earlier speech fed as context (the latest)")
     # [low, high] mean loss per token (nats) kept; null = score only. Depends on the model: docs/quality.md.
-    lm_loss_band: tuple[float, float] | None = Field((0.8, 5.5))
+    lm_loss_band: tuple[float, float] | None = Field((0.3, 5.5))
     language_check: Literal["captions", "all", "off"] = Field(
         "captions", description="captions = clips whose text came from captions (Whisper's language detection "
                                 "did not run on them); all = every clip; off = none")
