@@ -136,6 +136,18 @@ def cmd_status(args) -> int:
     return EXIT_OK
 
 
+def cmd_verify(args) -> int:
+    """Re-hash every shard against its marker (runs trust a marker's size and mtime)."""
+    from .catalog import Catalog
+
+    checked, bad = Catalog(_catalog_root(args.catalog)).verify(repair=args.repair)
+    for sd, shard in bad:
+        console.print(f"{sd.stage} fp={sd.fingerprint} shard {shard}: the file does not match its marker"
+                      + (" (marker removed: the next run redoes it)" if args.repair else ""), highlight=False)
+    console.print(f"{checked} shard(s) checked, {len(bad)} mismatched", highlight=False)
+    return EXIT_ERRORS if bad and not args.repair else EXIT_OK
+
+
 def cmd_release(args) -> int:
     from .release.build import qa, release
 
@@ -198,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="shards done / pending and row counts per stage")
     p.add_argument("catalog", help="catalog folder (or its recipe)")
     p.set_defaults(fn=cmd_status)
+
+    p = sub.add_parser("verify", help="re-hash every shard against its completion marker")
+    p.add_argument("catalog", help="catalog folder (or its recipe)")
+    p.add_argument("--repair", action="store_true", help="remove the markers of mismatched shards (a run redoes them)")
+    p.set_defaults(fn=cmd_verify)
 
     for name, text in (("release", "build the next release of the recipe's catalog (tables, exports, card)"),
                        ("qa", "run qa_checks/ over the recipe's current tables (the release gate, alone)")):

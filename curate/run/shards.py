@@ -18,6 +18,21 @@ def shard_of(key: str, n_shards: int) -> int:
     return int.from_bytes(hashlib.sha1(key.encode()).digest()[:8], "big") % n_shards
 
 
+def sources_by_shard(keys, n_shards: int) -> dict[int, list[str]]:
+    """A root stage's source keys grouped by shard: each key hashed once."""
+    out: dict[int, list[str]] = {}
+    for key in keys:
+        out.setdefault(shard_of(key, n_shards), []).append(key)
+    return out
+
+
+def combined_digest(parts: dict[str, str]) -> dict:
+    """A global stage's upstream digest: one hash over every upstream shard's sha256
+    (a marker per shard holding every upstream hash would grow with shards squared)."""
+    blob = "\n".join(f"{k}={v}" for k, v in sorted(parts.items())).encode()
+    return {"combined": hashlib.sha256(blob).hexdigest(), "parts": len(parts)}
+
+
 def only_ok(table: pa.Table) -> pa.Table:
     return table.filter(pc.equal(table.column("status"), "ok"))
 
