@@ -85,6 +85,9 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+_MARKERS: dict[Path, tuple[tuple[int, int], dict[int, dict]]] = {}
+
+
 @dataclass(frozen=True)
 class StageDir:
     """One (stage, fingerprint) folder."""
@@ -187,13 +190,36 @@ class StageDir:
         except (OSError, json.JSONDecodeError, ValueError):
             return 0
 
+    def visible_markers(self) -> dict[int, dict]:
+        """Every shard's marker that names the size of the file beside it, read in one
+        pass and kept while the folder and its ``_done`` are unchanged: views and
+        status ask for the same 1,000 markers several times per command."""
+        done = self.path / "_done"
+        try:
+            stamp = (done.stat().st_mtime_ns, self.path.stat().st_mtime_ns)
+        except OSError:
+            return {}
+        cached = _MARKERS.get(self.path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        out = {}
+        for s in self.done_shards():
+            try:
+                doc = json.loads(self.marker_path(s).read_text())
+                if doc.get("bytes") == self.shard_path(s).stat().st_size:
+                    out[s] = doc
+            except (OSError, json.JSONDecodeError, AttributeError):
+                continue
+        _MARKERS[self.path] = (stamp, out)
+        return out
+
     def visible_shards(self) -> list[int]:
         """Shards whose marker matches their file: the only ones a view shows."""
-        return [s for s in self.done_shards() if self.has_marker(s)]
+        return sorted(self.visible_markers())
 
     def is_complete(self) -> bool:
         n = self.n_shards()
-        return n > 0 and all(self.has_marker(s) for s in range(n))
+        return n > 0 and len(self.visible_markers().keys() & set(range(n))) == n
 
     def done_shards(self) -> list[int]:
         done = self.path / "_done"

@@ -64,7 +64,7 @@ def cmd_sql(args) -> int:
 
     from .sql import open_catalog
 
-    opened = open_catalog(_catalog_root(args.catalog))
+    opened = open_catalog(_catalog_root(args.catalog), lazy=True)  # views made as queries name them
     con, views = opened.con, opened.views
     for notice in opened.notices:  # stderr: a query's output on stdout stays clean
         err_console.print(f"notice: {notice}", markup=False, highlight=False)
@@ -83,12 +83,12 @@ def cmd_sql(args) -> int:
             buffer += line + "\n"
             if buffer.strip().endswith(";"):
                 try:
-                    print_result(con.sql(buffer), args.format)
+                    print_result(opened.sql(buffer), args.format)
                 except duckdb.Error as exc:
                     err_console.print(str(exc), style="red", highlight=False)
                 buffer = ""
     try:
-        print_result(con.sql(args.command), args.format)
+        print_result(opened.sql(args.command), args.format)
     except duckdb.Error as exc:
         err_console.print(styled(str(exc), "red", f"\nviews: {', '.join(views)}"), highlight=False)
         return EXIT_ERRORS
