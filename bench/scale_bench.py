@@ -55,11 +55,14 @@ def _planning(recipe_path: Path) -> float:
     return seconds
 
 
-def measure(folder: Path, videos: int, clips: int, shards: int) -> dict[str, float]:
+def measure(folder: Path, videos: int, clips: int, shards: int, reuse: bool = False) -> dict[str, float]:
     from curate.demo.synthetic_catalog import write_synthetic_catalog
 
     started = time.perf_counter()
-    recipe = write_synthetic_catalog(folder, videos, clips, shards)
+    recipe = folder / "recipe.yaml"
+    if not (reuse and recipe.exists()):
+        shutil.rmtree(folder, ignore_errors=True)
+        recipe = write_synthetic_catalog(folder, videos, clips, shards)
     print(f"  {shards} shards: wrote {videos} videos / {videos * clips} clips in {time.perf_counter() - started:.0f} s",
           flush=True)
     catalog = folder / "catalog"
@@ -77,14 +80,14 @@ def main() -> None:
     ap.add_argument("--shards", type=int, nargs="+", default=[100, 1000])
     ap.add_argument("--dir", type=Path, default=None, help="where to write the catalogs (default: a temp folder)")
     ap.add_argument("--keep", action="store_true", help="keep the catalogs")
+    ap.add_argument("--reuse", action="store_true", help="measure catalogs already in --dir (written by --keep)")
     args = ap.parse_args()
     base = args.dir or Path(tempfile.mkdtemp(prefix="curate-scale-"))
     results = {}
     try:
         for shards in args.shards:
             folder = base / f"shards-{shards}"
-            shutil.rmtree(folder, ignore_errors=True)
-            results[shards] = measure(folder, args.videos, args.clips_per_video, shards)
+            results[shards] = measure(folder, args.videos, args.clips_per_video, shards, args.reuse)
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)

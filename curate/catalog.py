@@ -127,6 +127,27 @@ class StageDir:
             return None
         return doc
 
+    def markers(self, shards=None) -> dict[int, dict]:
+        """Valid markers of ``shards`` (default: every markered one) by shard, as
+        ``marker`` judges them, in one pass over plain paths (planning and status
+        read every marker of every stage: pathlib's overhead showed at 1,000 shards)."""
+        base = str(self.path)
+        if shards is None:
+            shards = self.done_shards()
+        out = {}
+        for s in shards:
+            try:
+                with open(f"{base}/_done/{s:05d}.json", "rb") as f:
+                    doc = json.loads(f.read())
+                st = os.stat(f"{base}/shard={s:05d}.parquet")
+            except (OSError, ValueError):
+                continue
+            if not isinstance(doc, dict) or doc.get("bytes") != st.st_size:
+                continue
+            if doc.get("mtime_ns") == st.st_mtime_ns or doc.get("sha256") == shard_sha256(self.shard_path(s)):
+                out[s] = doc
+        return out
+
     def verify(self) -> list[int]:
         """Shards whose marker names a size or sha256 the file beside it does not have
         (every file re-hashed, no cache): the ones ``curate verify`` reports."""

@@ -120,8 +120,7 @@ def cmd_status(args) -> int:
             total = sd.n_shards()
             counts: dict = {}
             done = 0
-            for s in range(total):
-                marker = sd.marker(s)
+            for marker in sd.markers(range(total)).values():  # size + mtime: no shard is hashed
                 if marker:
                     done += 1
                     for k, v in marker.get("counts", {}).items():

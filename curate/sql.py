@@ -11,6 +11,7 @@ visible, side tables' shards included: a half-written or stray file never is.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,25 +26,29 @@ def _ident(name: str) -> str:
 
 
 def _files(sd: StageDir) -> list[str]:
-    return [str(sd.shard_path(s)) for s in sd.visible_shards()]
+    return [f"{sd.path}/shard={s:05d}.parquet" for s in sd.visible_shards()]
 
 
 def _side_tables(sd: StageDir) -> dict[str, list[str]]:
     """Side tables' files of the shards whose marker is valid (a stray file never shows)."""
     markers = sd.visible_markers()
     out = {}
-    for sub in sorted(p for p in sd.path.iterdir() if p.is_dir() and not p.name.startswith("_")):
+    # scandir: the folder holds a file per shard, and only its few sub-folders matter.
+    subs = sorted(e.name for e in os.scandir(sd.path) if e.is_dir() and not e.name.startswith("_"))
+    for sub in subs:
         files = []
-        for s, marker in markers.items():
-            f = sub / sd.shard_path(s).name
-            listed = marker.get("side_tables")
-            if not f.is_file():
+        for s, marker in sorted(markers.items()):
+            f = f"{sd.path}/{sub}/shard={s:05d}.parquet"
+            try:
+                size = os.stat(f).st_size
+            except OSError:
                 continue
+            listed = marker.get("side_tables")
             # Markers written before side tables were listed: the shard's marker alone decides.
-            if listed is None or (listed.get(sub.name) or {}).get("bytes") == f.stat().st_size:
-                files.append(str(f))
+            if listed is None or (listed.get(sub) or {}).get("bytes") == size:
+                files.append(f)
         if files:
-            out[sub.name] = files
+            out[sub] = files
     return out
 
 
@@ -138,8 +143,6 @@ def connect(catalog_root: Path) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
 def _release_views(con: duckdb.DuckDBPyConnection, releases: Path) -> list[str]:
     """``release_<config>`` for the latest release, ``release_<version>_<config>`` for each,
     and ``release_annotations`` (every task), each with a ``split`` column from the file name."""
-    import re
-
     versions = sorted((p for p in releases.glob("*") if (p / "manifest.json").is_file()),
                       key=lambda p: ((p / "manifest.json").stat().st_mtime, p.name)) if releases.is_dir() else []
     views = []

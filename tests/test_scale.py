@@ -109,3 +109,22 @@ def test_marker_trusted_by_size_and_mtime_and_verify_rehashes(tmp_path, helpers)
     assert out.returncode == 1 and "crawl fp=abc shard 0" in out.stdout, out.stdout + out.stderr
     out = helpers.run_cli("verify", str(tmp_path), "--repair")
     assert out.returncode == 0 and sd.marker(0) is None
+
+
+def test_sql_creates_only_the_views_a_query_names_and_status_hashes_no_shard(synthetic, monkeypatch, capsys):
+    from curate.cli import main
+    from curate.sql import open_catalog
+
+    root = load_recipe(synthetic).catalog
+    opened = open_catalog(root, lazy=True)
+    created = "select view_name from duckdb_views() where not internal order by 1"
+    assert opened.sql("select 1").fetchall() == [(1,)]
+    assert opened.con.execute(created).fetchall() == []  # no shard footer read for `select 1`
+    assert opened.sql("select count(*) from crawl").fetchall() == [(N_VIDEOS,)]
+    assert opened.con.execute(created).fetchall() == [("crawl",)]
+    assert {"dedup", "filter_all", "runs"} <= set(opened.views)  # listed, made when named
+
+    file_hashes = _count(monkeypatch, catalog_mod, "sha256_file")
+    assert main(["status", str(root)]) == 0
+    assert not file_hashes
+    assert f"{SHARDS}" in capsys.readouterr().out

@@ -167,9 +167,9 @@ class Runner:
             return {s: {"sources": _digest(by_shard.get(s, []))} for s in range(n)}
         parts: dict[int, dict | None] = {s: {} for s in range(n)}
         for name, fp in p.inputs.items():
-            sd = self.catalog.stage_dir(name, fp)
+            markers = self.catalog.stage_dir(name, fp).markers(range(n))
             for s in range(n):
-                marker = sd.marker(s) if parts[s] is not None else None
+                marker = markers.get(s) if parts[s] is not None else None
                 parts[s] = None if marker is None else parts[s] | {f"{name}/{s}": marker["sha256"]}
         if p.cls.scope != "global":
             return parts
@@ -184,12 +184,13 @@ class Runner:
         digests = self._upstream_digests(p)
         combined = None
         todo, blocked = [], []
+        markers = sd.markers(range(self.recipe.shards))
         for s in range(self.recipe.shards):
             upstream = digests[s]
             if upstream is None:
                 blocked.append(s)
                 continue
-            marker = sd.marker(s)
+            marker = markers.get(s)
             if marker and p.cls.scope == "global":
                 combined = combined or combined_digest(upstream)
                 # Markers written before combined digests hold every upstream hash.
@@ -407,6 +408,5 @@ class Runner:
             by_shard = self._sources(p)
             return sum(len(by_shard.get(s, [])) for s in shards)
         primary, fp = next(iter(p.inputs.items()))
-        sd = self.catalog.stage_dir(primary, fp)
-        markers = [sd.marker(s) for s in shards]
-        return sum((m or {}).get("counts", {}).get("ok", 0) for m in markers)
+        markers = self.catalog.stage_dir(primary, fp).markers(shards)
+        return sum(m.get("counts", {}).get("ok", 0) for m in markers.values())
