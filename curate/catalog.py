@@ -57,6 +57,12 @@ def shard_sha256(path: Path) -> str:
     return _SHARD_HASHES[key]
 
 
+def schema_digest(schema: pa.Schema) -> str:
+    """A short hash of a table's columns and types: views skip DuckDB's per-file schema
+    reads (union_by_name) when every shard's marker names the same one."""
+    return hashlib.sha256(schema.remove_metadata().to_string().encode()).hexdigest()[:16]
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync, rename (never a half file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,7 +183,7 @@ class StageDir:
                 os.fsync(f.fileno())
             st = os.stat(tmp)  # a rename keeps size and mtime: the marker's fast check
             doc = dict(marker, shard=shard, rows=table.num_rows, bytes=st.st_size, mtime_ns=st.st_mtime_ns,
-                       sha256=sha256_file(Path(tmp)))
+                       sha256=sha256_file(Path(tmp)), schema=schema_digest(table.schema))
             # Side tables the stage wrote for this shard (written before the marker):
             # views show exactly these files, at these sizes.
             doc["side_tables"] = {sub.name: {"bytes": f.stat().st_size} for sub in sorted(self.path.iterdir())

@@ -52,9 +52,16 @@ def _side_tables(sd: StageDir) -> dict[str, list[str]]:
     return out
 
 
-def _parquet(files: list[str], extra: str = "") -> str:
+def _parquet(files: list[str], extra: str = "", union_by_name: bool = True) -> str:
     listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    return f"read_parquet([{listed}], union_by_name = true{extra})"
+    return f"read_parquet([{listed}], union_by_name = {str(union_by_name).lower()}{extra})"
+
+
+def _one_schema(sd: StageDir) -> bool:
+    """Every visible shard's marker names the same schema: DuckDB may take the columns
+    from one file instead of reading all 1,000 footers first (union_by_name)."""
+    schemas = {m.get("schema") for m in sd.visible_markers().values()}
+    return len(schemas) == 1 and None not in schemas
 
 
 @dataclass
@@ -118,7 +125,7 @@ def open_catalog(catalog_root: Path, lazy: bool = False) -> CatalogViews:
         out.notices += view_notices(stage, shown, newer)
         files = _files(shown) if shown is not None else []
         if files:
-            out.define(stage, f"SELECT * FROM {_parquet(files)}")
+            out.define(stage, f"SELECT * FROM {_parquet(files, union_by_name=not _one_schema(shown))}")
         all_files = [f for sd in catalog.stage_dirs(stage) for f in _files(sd)]
         if all_files:
             out.define(stage + "_all", f"SELECT * FROM {_parquet(all_files, ', hive_partitioning = true')}")
