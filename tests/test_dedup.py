@@ -94,7 +94,7 @@ def _clustered(n: int, d: int = 64, seed: int = 0) -> list[dict]:
 def test_index_search_keeps_and_drops_the_same_clips_as_exact_search():
     rows = _clustered(3000)
     exact = dedup(rows)
-    approx = dedup(rows, exact_max_clips=0)  # the HNSW index, as for catalogs over 20k clips
+    approx = dedup(rows, exact_max_clips=0)  # the HNSW index, as for catalogs over 10k clips
     assert sum(r["status"] == "filtered" for r in exact.values()) > 1000
     assert {k: r["status"] for k, r in approx.items()} == {k: r["status"] for k, r in exact.items()}
     low_memory = dedup(rows, exact_max_clips=0, index_memory_gb=1e-6)  # 8-bit vectors

@@ -28,7 +28,7 @@ class DedupParams(Params):
     exact_by_sha256: bool = True
     # Up to this many clips with an embedding the search is exact (same verdicts as
     # comparing every pair); above it, approximate (HNSW), recall printed by bench/dedup_bench.py.
-    exact_max_clips: int = Field(20_000, ge=0)
+    exact_max_clips: int = Field(10_000, ge=0)
     # Memory for the index's vectors: float32 while they fit, else 8-bit (4x smaller).
     index_memory_gb: float = Field(1.0, gt=0)
     neighbours: int = Field(16, ge=1, le=1024)  # candidates per clip from the index
@@ -80,8 +80,15 @@ class DedupStage(Stage):
         for a in range(0, len(rows), block):
             r = rows[a:a + block]
             x = _unit(emb[r])
-            k = index.size if index.exact else min(index.size, p.neighbours if p.within_video else 4 * p.neighbours)
-            if k:
+            if index.exact and index.size:  # every kept row: one matrix product, the best by argmax
+                sims = x @ index.vectors[:index.size].T
+                if not p.within_video:
+                    sims[video_code[r][:, None] == video_code[kept_rows[:n_kept]][None, :]] = -np.inf
+                best = np.argmax(sims, axis=1)
+                best_sim = sims[np.arange(len(r)), best]
+                best_row = kept_rows[best]
+            elif index.size:  # the index's nearest candidates (others of the same video skipped)
+                k = min(index.size, p.neighbours if p.within_video else 4 * p.neighbours)
                 sims, ids = index.search(x, k)
                 cand_rows = np.where(ids >= 0, kept_rows[np.maximum(ids, 0)], -1)
                 if not p.within_video:
@@ -97,20 +104,21 @@ class DedupStage(Stage):
             inner = x @ x.T  # the block against itself: earlier kept rows of the block count too
             if not p.within_video:
                 inner[video_code[r][:, None] == video_code[r][None, :]] = -np.inf
-            kept_here = []
+            kept_here = np.zeros(len(r), bool)
             for i in range(len(r)):
                 sim, twin = best_sim[i], best_row[i]
-                if kept_here:
-                    j = max(kept_here, key=lambda jj: inner[i, jj])
-                    if inner[i, j] > sim or (inner[i, j] == sim and twin < 0):
-                        sim, twin = inner[i, j], r[j]
+                if i and kept_here[:i].any():
+                    earlier = np.where(kept_here[:i], inner[i, :i], -np.inf)
+                    j = int(np.argmax(earlier))
+                    if earlier[j] > sim or (earlier[j] == sim and twin < 0):
+                        sim, twin = earlier[j], r[j]
                 if twin >= 0 and np.isfinite(sim):
                     nearest[r[i]] = sim
                     if sim >= p.cosine_threshold:
                         dup_of[r[i]], kind[r[i]] = twin, 2
                         continue
-                kept_here.append(i)
-            kept = np.asarray(kept_here, np.int64)
+                kept_here[i] = True
+            kept = np.flatnonzero(kept_here)
             if len(kept):
                 index.add(x[kept])
                 kept_rows[n_kept:n_kept + len(kept)] = r[kept]
@@ -118,30 +126,31 @@ class DedupStage(Stage):
 
 
 class _Index:
-    """The kept clips' unit vectors: exact inner products while small, else FAISS HNSW
-    (float32 vectors, or 8-bit ones when those would pass ``memory_gb``)."""
+    """The kept clips' unit vectors: a plain array searched exactly while small, else
+    a FAISS HNSW graph (float32 vectors, or 8-bit ones past ``memory_gb``)."""
 
     def __init__(self, d: int, n: int, exact: bool, memory_gb: float):
-        import faiss
-
         self.exact, self.size = exact, 0
         if exact:
-            self.index = faiss.IndexFlatIP(d)
-        elif n * d * 4 <= memory_gb * 2**30:
-            self.index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+            self.vectors = np.empty((n, d), np.float32)
+            return
+        import faiss
+
+        if n * d * 4 <= memory_gb * 2**30:
+            self.index = faiss.IndexHNSWFlat(d, 16, faiss.METRIC_INNER_PRODUCT)
         else:
-            self.index = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_8bit, 32, faiss.METRIC_INNER_PRODUCT)
-            self.trained = False
-        if not exact:
-            self.index.hnsw.efConstruction = 64
-            self.index.hnsw.efSearch = 64
+            self.index = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_8bit, 16, faiss.METRIC_INNER_PRODUCT)
+        self.index.hnsw.efConstruction = 40
+        self.index.hnsw.efSearch = 48
 
     def add(self, x: np.ndarray) -> None:
-        if not self.index.is_trained:  # 8-bit: the value range of unit vectors is known
-            import faiss
-
-            self.index.train(np.vstack([x, -np.ones((1, x.shape[1]), np.float32), np.ones((1, x.shape[1]), np.float32)]))
-        self.index.add(np.ascontiguousarray(x, np.float32))
+        if self.exact:
+            self.vectors[self.size:self.size + len(x)] = x
+        else:
+            if not self.index.is_trained:  # 8-bit: unit vectors' components lie in [-1, 1]
+                bounds = np.vstack([-np.ones((1, x.shape[1])), np.ones((1, x.shape[1]))]).astype(np.float32)
+                self.index.train(bounds)
+            self.index.add(np.ascontiguousarray(x, np.float32))
         self.size += len(x)
 
     def search(self, x: np.ndarray, k: int):
