@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -237,7 +238,10 @@ class StageDir:
                     out[s] = doc
             except (OSError, json.JSONDecodeError, AttributeError):
                 continue
-        _MARKERS[self.path] = (stamp, out)
+        # A folder changed in the last two seconds is not cached: a second change within
+        # the filesystem's timestamp granularity would leave the same stamp.
+        if time.time_ns() - max(stamp) > 2_000_000_000:
+            _MARKERS[self.path] = (stamp, out)
         return out
 
     def visible_shards(self) -> list[int]:

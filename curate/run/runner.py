@@ -145,18 +145,19 @@ class Runner:
         self.catalog = Catalog(recipe.catalog)
         self.console = console or Console(stderr=True)
         self.spent: dict[str, dict[str, float]] = {}  # per stage: what this run paid (tokens, cost)
+        self._source_cache: dict[str, dict[int, list[str]]] = {}  # root stage -> its sources by shard
 
     # --- what is left to do ------------------------------------------------
     # Planning reads each upstream marker once per stage and hashes each source once
     # per run: a no-op rerun of 1,000 shards must not cost shards x sources.
     def _sources(self, p: StagePlan) -> dict[int, list[str]]:
         """A root stage's source keys by shard (computed once per run)."""
-        cache = self.__dict__.setdefault("_source_cache", {})
-        if p.name not in cache:
+        if p.name not in self._source_cache:
             params = p.cls.Params.model_validate(p.params)
             key = p.cls.input_key_for(params)
-            cache[p.name] = sources_by_shard((r[key] for r in p.cls.source_rows(params)), self.recipe.shards)
-        return cache[p.name]
+            self._source_cache[p.name] = sources_by_shard((r[key] for r in p.cls.source_rows(params)),
+                                                          self.recipe.shards)
+        return self._source_cache[p.name]
 
     def _upstream_digests(self, p: StagePlan) -> dict[int, dict | None]:
         """Per shard, the digest of what its input is made of (None: an upstream shard is
