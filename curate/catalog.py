@@ -244,6 +244,19 @@ class StageDir:
             _MARKERS[self.path] = (stamp, out)
         return out
 
+    def valid_markers(self) -> dict[int, dict]:
+        """``markers()`` of every shard, from ``visible_markers``' single read: one stat
+        per shard on top (status shows views and counts from the same markers)."""
+        out = {}
+        for s, doc in self.visible_markers().items():
+            try:
+                same = doc.get("mtime_ns") == os.stat(f"{self.path}/shard={s:05d}.parquet").st_mtime_ns
+            except OSError:
+                continue
+            if same or self.marker(s) is not None:
+                out[s] = doc
+        return out
+
     def visible_shards(self) -> list[int]:
         """Shards whose marker matches their file: the only ones a view shows."""
         return sorted(self.visible_markers())

@@ -120,7 +120,9 @@ def cmd_status(args) -> int:
             total = sd.n_shards()
             counts: dict = {}
             done = 0
-            for marker in sd.markers(range(total)).values():  # size + mtime: no shard is hashed
+            for s, marker in sd.valid_markers().items():  # size + mtime: no shard is hashed
+                if s >= total:
+                    continue
                 if marker:
                     done += 1
                     for k, v in marker.get("counts", {}).items():
