@@ -45,9 +45,9 @@ def join_inputs(primary: pa.Table, others: list[tuple[pa.Table, str]]) -> pa.Tab
             raise ValueError(f"cannot join on {key!r}: the primary input has no such column")
         keep = [c for c in table.column_names if c == key or (c not in out.column_names and c not in STATUS_COLUMNS)]
         side = only_ok(table)
-        # A take() by position keeps the primary's row order and handles list/struct columns.
-        index = {k: i for i, k in enumerate(side.column(key).to_pylist())}
-        positions = pa.array([index.get(k) for k in out.column(key).to_pylist()], pa.int64())
+        # A take() by position keeps the primary's row order and handles list/struct columns;
+        # positions come from Arrow's hash lookup (no Python object per row: dedup joins 2M clips).
+        positions = pc.index_in(out.column(key), value_set=side.column(key).combine_chunks())
         for name in keep:
             if name != key:
                 out = out.append_column(side.schema.field(name), side.column(name).take(positions))
