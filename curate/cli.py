@@ -69,7 +69,7 @@ def cmd_sql(args) -> int:
 
     from .sql import open_catalog
 
-    opened = open_catalog(_catalog_root(args.catalog))
+    opened = open_catalog(_catalog_root(args.catalog), lazy=True)  # views made as queries name them
     con, views = opened.con, opened.views
     for notice in opened.notices:  # stderr: a query's output on stdout stays clean
         err_console.print(f"notice: {notice}", markup=False, highlight=False)
@@ -80,11 +80,12 @@ def cmd_sql(args) -> int:
     if not args.command:
         from .sql_shell import run_shell
 
+        opened.ensure()  # every view, as the shell's queries are not known up front
         return run_shell(con, views, show=lambda rel: print_result(rel, args.format),
                          say=lambda text: err_console.print(text, markup=False, highlight=False),
                          error=lambda text: err_console.print(text, style="red", markup=False, highlight=False))
     try:
-        print_result(con.sql(args.command), args.format)
+        print_result(opened.sql(args.command), args.format)
     except duckdb.Error as exc:
         err_console.print(styled(str(exc), "red", f"\nviews: {', '.join(views)}"), highlight=False)
         return EXIT_ERRORS
@@ -125,8 +126,9 @@ def cmd_status(args) -> int:
             counts: dict = {}
             codes: dict = {}  # every filter's reason codes, e.g. quality.lm_loss_high
             done = 0
-            for s in range(total):
-                marker = sd.marker(s)
+            for s, marker in sd.valid_markers().items():  # size + mtime: no shard is hashed
+                if s >= total:
+                    continue
                 if marker:
                     done += 1
                     for k, v in marker.get("counts", {}).items():
@@ -146,6 +148,18 @@ def cmd_status(args) -> int:
     if last:
         console.print(f"last run {last.get('run_id')}: {last.get('status')} (started {last.get('started_at')})")
     return EXIT_OK
+
+
+def cmd_verify(args) -> int:
+    """Re-hash every shard against its marker (runs trust a marker's size and mtime)."""
+    from .catalog import Catalog
+
+    checked, bad = Catalog(_catalog_root(args.catalog)).verify(repair=args.repair)
+    for sd, shard in bad:
+        console.print(f"{sd.stage} fp={sd.fingerprint} shard {shard}: the file does not match its marker"
+                      + (" (marker removed: the next run redoes it)" if args.repair else ""), highlight=False)
+    console.print(f"{checked} shard(s) checked, {len(bad)} mismatched", highlight=False)
+    return EXIT_ERRORS if bad and not args.repair else EXIT_OK
 
 
 def cmd_release(args) -> int:
@@ -222,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="shards done / pending and row counts per stage")
     p.add_argument("catalog", help="catalog folder (or its recipe)")
     p.set_defaults(fn=cmd_status)
+
+    p = sub.add_parser("verify", help="re-hash every shard against its completion marker")
+    p.add_argument("catalog", help="catalog folder (or its recipe)")
+    p.add_argument("--repair", action="store_true", help="remove the markers of mismatched shards (a run redoes them)")
+    p.set_defaults(fn=cmd_verify)
 
     for name, text in (("release", "build the next release of the recipe's catalog (tables, exports, card)"),
                        ("qa", "run qa_checks/ over the recipe's current tables (the release gate, alone)")):
