@@ -64,8 +64,9 @@ def shuffled(row: dict, seed: int) -> dict:
 # A minute of spam each (LiveCC's clips run 30-240 s), the video's earlier speech the same spam:
 # a phrase the model has seen costs little to repeat. (One- or two-word loops like "buy now buy now"
 # drive the bundled 4-bit 135M model's loss up instead, to lm_loss_high: docs/quality.md.)
-SPAM = [("subscribe to my channel " * 40).strip(), ("click the link below and like the video " * 20).strip(),
-        ("thanks for watching and see you next time " * 20).strip()]
+# A minute or more of one phrase. ("thanks for watching and see you next time" x20 scores 0.77,
+# above a templated demo clip's 0.62: no band separates those two; docs/quality.md.)
+SPAM = [("subscribe to my channel " * 40).strip(), ("click the link below and like the video " * 20).strip()]
 
 
 @pytest.fixture(scope="module")
