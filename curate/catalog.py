@@ -8,8 +8,10 @@
     <root>/runs/<run_id>.json
     <root>/lease.json                 the live run writing the catalog (run/lease.py)
 
-A shard counts as done only when its marker exists and names the sha256 of
-the Parquet file beside it; a stray file never counts.
+A shard counts as done only when its marker exists and names the file beside
+it: its size and mtime (the fast check every run and query makes), else its
+sha256 (a copied catalog: new mtimes, same bytes). ``curate verify`` re-hashes
+every shard; a stray file never counts.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +58,12 @@ def shard_sha256(path: Path) -> str:
     return _SHARD_HASHES[key]
 
 
+def schema_digest(schema: pa.Schema) -> str:
+    """A short hash of a table's columns and types: views skip DuckDB's per-file schema
+    reads (union_by_name) when every shard's marker names the same one."""
+    return hashlib.sha256(schema.remove_metadata().to_string().encode()).hexdigest()[:16]
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync, rename (never a half file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +92,9 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+_MARKERS: dict[Path, tuple[tuple[int, int], dict[int, dict]]] = {}
+
+
 @dataclass(frozen=True)
 class StageDir:
     """One (stage, fingerprint) folder."""
@@ -104,17 +116,59 @@ class StageDir:
         return self.path / "_done" / f"{shard:05d}.json"
 
     def marker(self, shard: int) -> dict | None:
-        """The shard's marker if it is valid for the file beside it, else None."""
+        """The shard's marker if it is valid for the file beside it, else None.
+
+        Trusted by size and mtime, which the marker records; the file is hashed
+        only when its mtime differs (a copied catalog) or the marker predates
+        mtimes. ``verify`` re-hashes regardless."""
         try:
             doc = json.loads(self.marker_path(shard).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            st = self.shard_path(shard).stat()
+        except (OSError, json.JSONDecodeError):
             return None
-        shard_file = self.shard_path(shard)
-        if not shard_file.exists() or doc.get("bytes") != shard_file.stat().st_size:
+        if not isinstance(doc, dict) or doc.get("bytes") != st.st_size:
             return None
-        if doc.get("sha256") != shard_sha256(shard_file):
+        if doc.get("mtime_ns") == st.st_mtime_ns:
+            return doc
+        if doc.get("sha256") != shard_sha256(self.shard_path(shard)):
             return None
         return doc
+
+    def markers(self, shards=None) -> dict[int, dict]:
+        """Valid markers of ``shards`` (default: every markered one) by shard, as
+        ``marker`` judges them, in one pass over plain paths (planning and status
+        read every marker of every stage: pathlib's overhead showed at 1,000 shards)."""
+        base = str(self.path)
+        if shards is None:
+            shards = self.done_shards()
+        out = {}
+        for s in shards:
+            try:
+                with open(f"{base}/_done/{s:05d}.json", "rb") as f:
+                    doc = json.loads(f.read())
+                st = os.stat(f"{base}/shard={s:05d}.parquet")
+            except (OSError, ValueError):
+                continue
+            if not isinstance(doc, dict) or doc.get("bytes") != st.st_size:
+                continue
+            if doc.get("mtime_ns") == st.st_mtime_ns or doc.get("sha256") == shard_sha256(self.shard_path(s)):
+                out[s] = doc
+        return out
+
+    def verify(self) -> list[int]:
+        """Shards whose marker names a size or sha256 the file beside it does not have
+        (every file re-hashed, no cache): the ones ``curate verify`` reports."""
+        bad = []
+        for s in self.done_shards():
+            try:
+                doc = json.loads(self.marker_path(s).read_text())
+                path = self.shard_path(s)
+                ok = doc.get("bytes") == path.stat().st_size and doc.get("sha256") == sha256_file(path)
+            except (OSError, json.JSONDecodeError, AttributeError):
+                ok = False
+            if not ok:
+                bad.append(s)
+        return bad
 
     def write_shard(self, shard: int, table: pa.Table, marker: dict, guard=None) -> dict:
         """Write the Parquet file atomically, then the marker (last). ``guard``, a context
@@ -128,8 +182,9 @@ class StageDir:
             pq.write_table(table, tmp, compression="zstd")
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
-            doc = dict(marker, shard=shard, rows=table.num_rows, bytes=os.path.getsize(tmp),
-                       sha256=sha256_file(Path(tmp)))
+            st = os.stat(tmp)  # a rename keeps size and mtime: the marker's fast check
+            doc = dict(marker, shard=shard, rows=table.num_rows, bytes=st.st_size, mtime_ns=st.st_mtime_ns,
+                       sha256=sha256_file(Path(tmp)), schema=schema_digest(table.schema))
             # Side tables the stage wrote for this shard (written before the marker):
             # views show exactly these files, at these sizes.
             doc["side_tables"] = {sub.name: {"bytes": f.stat().st_size} for sub in sorted(self.path.iterdir())
@@ -163,13 +218,52 @@ class StageDir:
         except (OSError, json.JSONDecodeError, ValueError):
             return 0
 
+    def visible_markers(self) -> dict[int, dict]:
+        """Every shard's marker that names the size of the file beside it, read in one
+        pass and kept while the folder and its ``_done`` are unchanged: views and
+        status ask for the same 1,000 markers several times per command."""
+        done = self.path / "_done"
+        try:
+            stamp = (done.stat().st_mtime_ns, self.path.stat().st_mtime_ns)
+        except OSError:
+            return {}
+        cached = _MARKERS.get(self.path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        out = {}
+        for s in self.done_shards():
+            try:
+                doc = json.loads(self.marker_path(s).read_text())
+                if doc.get("bytes") == self.shard_path(s).stat().st_size:
+                    out[s] = doc
+            except (OSError, json.JSONDecodeError, AttributeError):
+                continue
+        # A folder changed in the last two seconds is not cached: a second change within
+        # the filesystem's timestamp granularity would leave the same stamp.
+        if time.time_ns() - max(stamp) > 2_000_000_000:
+            _MARKERS[self.path] = (stamp, out)
+        return out
+
+    def valid_markers(self) -> dict[int, dict]:
+        """``markers()`` of every shard, from ``visible_markers``' single read: one stat
+        per shard on top (status shows views and counts from the same markers)."""
+        out = {}
+        for s, doc in self.visible_markers().items():
+            try:
+                same = doc.get("mtime_ns") == os.stat(f"{self.path}/shard={s:05d}.parquet").st_mtime_ns
+            except OSError:
+                continue
+            if same or self.marker(s) is not None:
+                out[s] = doc
+        return out
+
     def visible_shards(self) -> list[int]:
         """Shards whose marker matches their file: the only ones a view shows."""
-        return [s for s in self.done_shards() if self.has_marker(s)]
+        return sorted(self.visible_markers())
 
     def is_complete(self) -> bool:
         n = self.n_shards()
-        return n > 0 and all(self.has_marker(s) for s in range(n))
+        return n > 0 and len(self.visible_markers().keys() & set(range(n))) == n
 
     def done_shards(self) -> list[int]:
         done = self.path / "_done"
@@ -181,6 +275,7 @@ class StageDir:
 class Catalog:
     def __init__(self, root: Path):
         self.root = Path(root)
+        self._run_docs: dict[str, tuple[tuple[int, int], dict | None]] = {}  # file -> (size, mtime), doc
 
     def stage_dir(self, stage: str, fp: str) -> StageDir:
         return StageDir(self.root / "stages" / stage / f"fp={fp}")
@@ -232,13 +327,38 @@ class Catalog:
         base = self.root / "stages"
         return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
 
+    def verify(self, repair: bool = False) -> tuple[int, list[tuple[StageDir, int]]]:
+        """Re-hash every markered shard: (shards checked, those whose file no longer
+        matches its marker). ``repair`` removes those markers, so a run redoes them."""
+        checked, bad = 0, []
+        for stage in self.stages():
+            for sd in [StageDir(d) for d in sorted((self.root / "stages" / stage).glob("fp=*")) if d.is_dir()]:
+                checked += len(sd.done_shards())
+                for s in sd.verify():
+                    bad.append((sd, s))
+                    if repair:
+                        sd.marker_path(s).unlink(missing_ok=True)
+        return checked, bad
+
     def runs(self) -> list[dict]:
+        """Every run record, oldest first. A record is parsed again only when its file
+        changed: the views, status and the runner ask for them once per stage."""
         docs = []
         for p in sorted((self.root / "runs").glob("*.json")):
             try:
-                docs.append(json.loads(p.read_text()))
-            except json.JSONDecodeError:
+                st = p.stat()
+            except OSError:
                 continue
+            stamp = (st.st_size, st.st_mtime_ns)
+            cached = self._run_docs.get(p.name)
+            if cached is None or cached[0] != stamp:
+                try:
+                    cached = (stamp, json.loads(p.read_text()))
+                except (OSError, json.JSONDecodeError):
+                    cached = (stamp, None)
+                self._run_docs[p.name] = cached
+            if isinstance(cached[1], dict):
+                docs.append(cached[1])
         return sorted(docs, key=lambda d: d.get("started_at", ""))
 
     def write_run(self, run_id: str, doc: dict) -> Path:

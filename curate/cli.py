@@ -24,14 +24,19 @@ def _load(recipe_path: str, ray_address: str | None = None):
 
 def cmd_check(args) -> int:
     from .recipe import RecipeError
-    from .run.runner import plan
+    from .run.runner import plan, preflight
 
     recipe = _load(args.recipe)
     try:
         plans = plan(recipe)
+        problems, warnings = preflight(recipe, plans)
+        if problems:
+            raise RecipeError("\n".join(problems))
     except RecipeError as exc:
         err_console.print(styled("recipe refused", "red", f":\n{exc}"), highlight=False)
         return EXIT_BAD_RECIPE
+    for warning in warnings:
+        err_console.print(styled("warning", "yellow", f" {warning}"), highlight=False)
     console.print(styled("ok", "green", f" {args.recipe}: catalog {recipe.catalog}, {recipe.shards} shards"))
     for p in plans:
         console.print(f"  {p.name:<11} fp={p.fingerprint}  cpus={p.resources.cpus:g} gpus={p.resources.gpus:g}")
@@ -64,7 +69,7 @@ def cmd_sql(args) -> int:
 
     from .sql import open_catalog
 
-    opened = open_catalog(_catalog_root(args.catalog))
+    opened = open_catalog(_catalog_root(args.catalog), lazy=True)  # views made as queries name them
     con, views = opened.con, opened.views
     for notice in opened.notices:  # stderr: a query's output on stdout stays clean
         err_console.print(f"notice: {notice}", markup=False, highlight=False)
@@ -73,22 +78,14 @@ def cmd_sql(args) -> int:
         return EXIT_BAD_RECIPE  # argparse also exits 2 on usage errors
     args.command = args.command or args.query
     if not args.command:
-        err_console.print(f"views: {', '.join(views) or '(none yet)'}; end a query with ';', Ctrl-D to quit")
-        buffer = ""
-        while True:
-            try:
-                line = input("curate> " if not buffer else "   ...> ")
-            except EOFError:
-                return EXIT_OK
-            buffer += line + "\n"
-            if buffer.strip().endswith(";"):
-                try:
-                    print_result(con.sql(buffer), args.format)
-                except duckdb.Error as exc:
-                    err_console.print(str(exc), style="red", highlight=False)
-                buffer = ""
+        from .sql_shell import run_shell
+
+        opened.ensure()  # every view, as the shell's queries are not known up front
+        return run_shell(con, views, show=lambda rel: print_result(rel, args.format),
+                         say=lambda text: err_console.print(text, markup=False, highlight=False),
+                         error=lambda text: err_console.print(text, style="red", markup=False, highlight=False))
     try:
-        print_result(con.sql(args.command), args.format)
+        print_result(opened.sql(args.command), args.format)
     except duckdb.Error as exc:
         err_console.print(styled(str(exc), "red", f"\nviews: {', '.join(views)}"), highlight=False)
         return EXIT_ERRORS
@@ -96,7 +93,9 @@ def cmd_sql(args) -> int:
 
 
 def cmd_status(args) -> int:
+    from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     from .catalog import Catalog
     from .run.summary import STATUSES
@@ -105,13 +104,19 @@ def cmd_status(args) -> int:
     catalog = Catalog(_catalog_root(args.catalog))
     runs = catalog.runs()
     last = runs[-1] if runs else {}
-    table = Table(title=f"catalog {catalog.root}", title_justify="left")
-    for col in ("stage", "fingerprint", "done", "pending", *STATUSES):
-        table.add_column(col, justify="left" if col in ("stage", "fingerprint") else "right")
+    # Fits 80 columns without cutting a fingerprint (people copy them).
+    table = Table(title=Text(f"catalog {catalog.root}"), title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False, collapse_padding=True)
+    table.add_column("stage", no_wrap=True)
+    table.add_column("fingerprint", no_wrap=True, min_width=16)
+    table.add_column("", no_wrap=True)  # view | partial
+    table.add_column("shards", justify="right", no_wrap=True)
+    for col in STATUSES:
+        table.add_column(col, justify="right", no_wrap=True)
     from .stages import STAGES
 
     order = list(STAGES)
-    notices = []
+    notices, top_codes = [], []
     for stage in sorted(catalog.stages(), key=lambda s: order.index(s) if s in order else len(order)):
         shown, newer = catalog.view_dir(stage)
         notices += view_notices(stage, shown, newer)
@@ -119,21 +124,42 @@ def cmd_status(args) -> int:
         for sd in [*newer, *([shown] if shown is not None else [])]:
             total = sd.n_shards()
             counts: dict = {}
+            codes: dict = {}  # every filter's reason codes, e.g. quality.lm_loss_high
             done = 0
-            for s in range(total):
-                marker = sd.marker(s)
+            for s, marker in sd.valid_markers().items():  # size + mtime: no shard is hashed
+                if s >= total:
+                    continue
                 if marker:
                     done += 1
                     for k, v in marker.get("counts", {}).items():
                         counts[k] = counts.get(k, 0) + v
-            label = sd.fingerprint + (" (view)" if sd is shown else " (partial)")
-            table.add_row(stage, label, str(done), str(total - done), *[str(counts.get(k, 0)) for k in STATUSES])
+                    for k, v in marker.get("error_codes", {}).items():
+                        codes[k] = codes.get(k, 0) + v
+            table.add_row(stage, sd.fingerprint, "view" if sd is shown else "partial", f"{done}/{total}",
+                          *[str(counts.get(k, 0)) for k in STATUSES])
+            if sd is shown and codes:
+                top_codes.append(f"{stage}: " + ", ".join(
+                    f"{c}×{n}" for c, n in sorted(codes.items(), key=lambda kv: -kv[1])[:3]))
     console.print(table)
+    if top_codes:  # below the table, so it stays within 80 columns
+        console.print("top reason codes:\n  " + "\n  ".join(top_codes), markup=False, highlight=False)
     for notice in notices:
         console.print(f"notice: {notice}", markup=False, highlight=False)
     if last:
         console.print(f"last run {last.get('run_id')}: {last.get('status')} (started {last.get('started_at')})")
     return EXIT_OK
+
+
+def cmd_verify(args) -> int:
+    """Re-hash every shard against its marker (runs trust a marker's size and mtime)."""
+    from .catalog import Catalog
+
+    checked, bad = Catalog(_catalog_root(args.catalog)).verify(repair=args.repair)
+    for sd, shard in bad:
+        console.print(f"{sd.stage} fp={sd.fingerprint} shard {shard}: the file does not match its marker"
+                      + (" (marker removed: the next run redoes it)" if args.repair else ""), highlight=False)
+    console.print(f"{checked} shard(s) checked, {len(bad)} mismatched", highlight=False)
+    return EXIT_ERRORS if bad and not args.repair else EXIT_OK
 
 
 def cmd_release(args) -> int:
@@ -179,6 +205,17 @@ def cmd_llm_serve(args) -> int:
     return serve(host=args.host, port=args.port, n_threads=args.threads)
 
 
+def _version() -> str:
+    from importlib import metadata
+
+    from . import __version__
+
+    try:
+        return metadata.version("curate")
+    except metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return __version__
+
+
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -192,6 +229,7 @@ def _positive_seconds(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curate", description="Build and curate video-LLM training data.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"curate {_version()}")
     sub = parser.add_subparsers(dest="command_name", required=True)
 
     p = sub.add_parser("run", help="run a recipe (resumes where an earlier run stopped)")
@@ -215,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="shards done / pending and row counts per stage")
     p.add_argument("catalog", help="catalog folder (or its recipe)")
     p.set_defaults(fn=cmd_status)
+
+    p = sub.add_parser("verify", help="re-hash every shard against its completion marker")
+    p.add_argument("catalog", help="catalog folder (or its recipe)")
+    p.add_argument("--repair", action="store_true", help="remove the markers of mismatched shards (a run redoes them)")
+    p.set_defaults(fn=cmd_verify)
 
     for name, text in (("release", "build the next release of the recipe's catalog (tables, exports, card)"),
                        ("qa", "run qa_checks/ over the recipe's current tables (the release gate, alone)")):
@@ -241,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_sub = p.add_subparsers(dest="demo_command")
     s = demo_sub.add_parser("serve", help="only serve the demo site until Ctrl-C")
     s.add_argument("--port", type=int, default=8765)
-    s.add_argument("--directory", default=None, help="folder of videos to serve (default: the bundled demo corpus)")
+    s.add_argument("--directory", default=None, help="folder of .mp4/.mkv/.webm/.mpg videos (+ <name>.en.vtt) to serve (default: the bundled demo corpus)")
     s.set_defaults(fn=cmd_demo_serve)
 
     p = sub.add_parser("llm", help="local LLM endpoint")

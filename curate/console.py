@@ -30,7 +30,7 @@ def print_result(rel, fmt: str) -> None:
     if rel is None:  # a statement with no result (e.g. SET)
         return
     columns = rel.columns
-    rows = rel.fetchall()
+    rows = [tuple(_at_precision(v) for v in row) for row in rel.fetchall()]
     if fmt == "csv":
         import csv
 
@@ -48,6 +48,28 @@ def print_result(rel, fmt: str) -> None:
         for r in rows:
             table.add_row(*[Text("NULL" if v is None else _short(v)) for v in r])
         console.print(table)
+
+
+def _at_precision(value):
+    """Floats as their column holds them: a float32 (FLOAT) value reaches Python as
+    the double nearest to it (0.177 -> 0.1770000010728836); print it at float32's
+    precision (0.177). A double that is not exactly a float32 prints unchanged."""
+    if isinstance(value, float):
+        import math
+
+        import numpy as np
+
+        if not math.isfinite(value) or abs(value) > 3.4e38:  # no float32 could hold it
+            return value
+        single = np.float32(value)
+        return float(str(single)) if float(single) == value else value
+    if isinstance(value, list):
+        return [_at_precision(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_at_precision(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _at_precision(v) for k, v in value.items()}
+    return value
 
 
 def _short(value, limit: int = 80) -> str:

@@ -270,6 +270,8 @@ def load_recipe(path: str | Path, ray_address: str | None = None) -> Recipe:
         raise RecipeError(f"{path}: no such recipe file") from None
     except DuplicateKeyError as exc:
         raise RecipeError(f"{path}: {exc}") from None
+    except IsADirectoryError:
+        raise RecipeError(f"{path}: a folder, not a recipe file") from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(doc, dict):

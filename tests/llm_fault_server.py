@@ -14,8 +14,9 @@ misbehave and how:
 - ``"400"``: HTTP 400 (a request the endpoint will never accept)
 - ``"empty_choices"``: HTTP 200 with ``choices: []`` but the usage billed
 
-Good replies are canned valid outputs for a clip spanning 0-30 s, chosen
-by the ``response_format`` schema name, or found in the prompt for repairs.
+Good replies are canned valid outputs, chosen by the ``response_format``
+schema name (or found in the prompt for repairs), fitted to the schema sent:
+lists as long as its ``minItems``, spans within the clip's seconds.
 """
 
 from __future__ import annotations
@@ -26,22 +27,23 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-# Valid for any clip that covers 0-30 s.
+# Valid for any clip that covers 0-9 s; spans are clamped to a shorter clip's seconds.
 VALID_OUTPUTS = {
     "caption": {"caption": "A cook slices an onion on a wooden board, then sweeps it into a hot pan."},
     "qa": {
-        "open_ended": [{"question": "What is cut first?", "answer": "An onion.", "start": 1.0, "end": 4.0}],
+        "open_ended": [{"question": "What is cut first?", "answer": "An onion.", "start": 1, "end": 4}],
         "multiple_choice": [{"question": "Where do the slices go?", "options": ["A pan", "A bowl", "A bin", "A pot"],
-                             "answer_index": 0, "start": 5.0, "end": 9.0}],
+                             "answer_index": 0, "start": 5, "end": 9}],
     },
     "reasoning": {"question": "Why is the pan heated first?", "reasoning": ["Oil must be hot.", "Onions then sear."],
                   "answer": "So the onions sear instead of stewing."},
-    "commentary": {"lines": [{"start": 1.0, "end": 3.0, "text": "Here the onion gets halved."},
-                             {"start": 5.0, "end": 8.0, "text": "And into the pan it goes."}]},
-    "grounding": {"events": [{"start": 0.5, "end": 4.0, "description": "The onion is sliced."}]},
+    "commentary": {"lines": [{"start": 1, "end": 3, "text": "Here the onion gets halved."},
+                             {"start": 5, "end": 8, "text": "And into the pan it goes."}]},
+    "grounding": {"events": [{"start": 0, "end": 4, "description": "The onion is sliced."}]},
     "livecc_filter": {"comments_on_screen_in_real_time": True, "not_personal_feelings": True,
                       "not_multi_person_conversation": True, "text_not_garbled": True,
                       "user_query": "Describe what the cook is doing as it happens."},
+    "talking_head": {"talking_head": "no"},
 }
 
 
@@ -57,6 +59,10 @@ class FaultServer:
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
         self.bodies: list[dict] = []
+        # Vision checks: task -> (image count, (width, height)) every request of that task must carry,
+        # else HTTP 400; and the talking_head answer per request body ("yes" / "no").
+        self.expect_images: dict[str, tuple[int, tuple[int, int]]] = {}
+        self.talking_head: Callable[[dict], str] = lambda body: "no"
         self.auth_headers: list[str] = []
         self.faults_sent: list[str] = []
         self._lock = threading.Lock()
@@ -115,7 +121,14 @@ class FaultServer:
             return 200, {}, {"id": "chatcmpl-empty", "object": "chat.completion", "created": int(time.time()),
                              "model": body.get("model", "?"), "choices": [], "usage": usage}
         task = _task_of(body)
-        content = json.dumps(_sized(VALID_OUTPUTS.get(task, {"caption": "ok"}), body))
+        if task in self.expect_images:
+            problem = _image_problem(body, *self.expect_images[task])
+            if problem:
+                return 400, {}, _error(problem, "invalid_image")
+        output = VALID_OUTPUTS.get(task, {"caption": "ok"})
+        if task == "talking_head":
+            output = {"talking_head": self.talking_head(body)}
+        content = json.dumps(_fitted(output, body))
         finish = "stop"
         if mode == "invalid_json":
             content = "Sure! Here is the answer: {caption: oops"
@@ -168,20 +181,54 @@ class FaultServer:
 
 def _task_of(body: dict) -> str | None:
     fmt = body.get("response_format") or {}
-    name = (fmt.get("json_schema") or {}).get("name")
+    name = (fmt.get("json_schema") or {}).get("name") or (fmt.get("schema") or {}).get("title")
     if name:
         return name
     text = json.dumps(body.get("messages", []))
     return next((t for t in VALID_OUTPUTS if f'"{t}"' in text), None)
 
 
-def _sized(output: dict, body: dict) -> dict:
-    """Repeat list items up to the ``minItems`` the request's schema asks for (qa sizes its lists)."""
+def _fitted(output: dict, body: dict) -> dict:
+    """The canned reply fitted to the request's schema: one-item lists repeated up to its
+    ``minItems`` (qa sizes its lists), lists cut to its ``maxItems``, span seconds clamped
+    to the largest its ``enum`` or ``maximum`` allows (the clip's last second)."""
     fmt = body.get("response_format") or {}
     schema = (fmt.get("json_schema") or {}).get("schema") or fmt.get("schema") or {}
-    props = schema.get("properties") or {}
-    return {key: value * (props.get(key, {}).get("minItems") or 1) if isinstance(value, list) and len(value) == 1
-            else value for key, value in output.items()}
+    return _fit(output, schema)
+
+
+def _fit(value, schema: dict):
+    if isinstance(value, list):
+        items = value * (schema.get("minItems") or 1) if len(value) == 1 else value
+        return [_fit(v, schema.get("items") or {}) for v in items[: schema.get("maxItems") or len(items)]]
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        return {k: _fit(v, props.get(k) or {}) for k, v in value.items()}
+    if isinstance(value, int) and not isinstance(value, bool):
+        top = max(schema["enum"]) if "enum" in schema else schema.get("maximum")
+        return value if top is None else min(value, top)
+    return value
+
+
+def _image_problem(body: dict, count: int, size: tuple[int, int]) -> str | None:
+    """Why the request's image_url parts are not ``count`` decodable images of ``size`` (w, h)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    parts = [p for m in body.get("messages", []) if isinstance(m.get("content"), list) for p in m["content"]]
+    urls = [p["image_url"]["url"] for p in parts if p.get("type") == "image_url"]
+    if len(urls) != count:
+        return f"expected {count} image_url parts, got {len(urls)}"
+    for url in urls:
+        head, _, data = url.partition(";base64,")
+        if not head.startswith("data:image/"):
+            return f"not a base64 image data URL: {url[:40]}"
+        got = Image.open(io.BytesIO(base64.b64decode(data))).size
+        if got != size:
+            return f"expected {size[0]}x{size[1]} images, got {got[0]}x{got[1]}"
+    return None
 
 
 def _error(message: str, code: str) -> dict:

@@ -80,3 +80,23 @@ def test_params_are_checked():
     with pytest.raises(Exception, match="cosine_threshold"):
         DedupStage.Params(cosine_threshold=1.5)
     assert DedupStage.scope == "global" and DedupStage.inputs == ("filter", "crawl")
+
+
+def _clustered(n: int, d: int = 64, seed: int = 0) -> list[dict]:
+    """Clips around n/4 scenes: copies of a scene are near duplicates (cosine ~0.99)."""
+    rng = np.random.default_rng(seed)
+    scenes = rng.normal(size=(n // 4, d))
+    pick = rng.integers(len(scenes), size=n)
+    emb = scenes[pick] + rng.normal(scale=0.08, size=(n, d))
+    return [clip(f"v{i // 5}:{i}", f"v{i // 5}", emb[i], minute=i % 60, start=float(i % 5) * 5) for i in range(n)]
+
+
+def test_index_search_keeps_and_drops_the_same_clips_as_exact_search():
+    rows = _clustered(3000)
+    exact = dedup(rows)
+    approx = dedup(rows, exact_max_clips=0)  # the HNSW index, as for catalogs over 10k clips
+    assert sum(r["status"] == "filtered" for r in exact.values()) > 1000
+    assert {k: r["status"] for k, r in approx.items()} == {k: r["status"] for k, r in exact.items()}
+    low_memory = dedup(rows, exact_max_clips=0, index_memory_gb=1e-6)  # 8-bit vectors
+    agree = sum(low_memory[k]["status"] == r["status"] for k, r in exact.items())
+    assert agree >= 0.99 * len(exact)

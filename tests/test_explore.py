@@ -44,9 +44,10 @@ def test_rerun_retries_only_transient_rows_then_sql_and_status(tmp_path, ray_loc
     assert result.stdout.splitlines() == ["status,n", "failed,1", "ok,3"]
     result = helpers.run_cli("sql", str(catalog), "select 1", "-c", "select 2")
     assert result.returncode == 2 and "give the query once" in result.stderr
-    result = helpers.run_cli("status", str(recipe))
+    result = helpers.run_cli("status", str(recipe), env={"COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
     assert "crawl" in result.stdout and "finished" in result.stdout
+    assert "crawl.http_404×1" in result.stdout  # each stage's reason codes, from the shard markers
 
 
 def test_sql_options_may_come_before_the_query(tmp_path, helpers):

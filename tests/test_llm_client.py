@@ -114,3 +114,43 @@ def test_token_budget_and_unpriced_model():
     assert budget.settle(held, 100, 100) == 0.0  # no price: free
     with pytest.raises(BudgetExhausted, match="max_tokens_total"):
         budget.reserve("local", MESSAGES, max_tokens=900)
+
+
+def test_the_balancer_sends_concurrent_requests_to_different_servers_and_replies_unchanged():
+    from curate.llm.balancer import Balancer
+    from curate.llm.server import free_port
+
+    with FaultServer(delay_s=0.3) as a, FaultServer(delay_s=0.3) as b:
+        ports = [int(s.base_url.split(":")[2].split("/")[0]) for s in (a, b)]
+        with Balancer("127.0.0.1", free_port(), ports) as lb:
+            host, port = lb._httpd.server_address[:2]
+            url = f"http://{host}:{port}/v1"
+
+            async def go() -> list[ChatReply]:
+                client = LLMClient(url, None, concurrency=4, max_retries=0)
+                try:
+                    return await asyncio.gather(*(client.chat(**REQUEST) for _ in range(4)))
+                finally:
+                    await client.aclose()
+            replies = asyncio.run(go())
+    assert (a.count, b.count) == (2, 2)  # the least busy server gets the next request
+    assert all(r.content and '"caption"' in r.content and r.prompt_tokens == 100 for r in replies)
+
+
+def test_the_balancer_answers_502_when_a_server_is_gone():
+    from curate.llm.balancer import Balancer
+    from curate.llm.server import free_port
+
+    with Balancer("127.0.0.1", free_port(), [free_port()]) as lb:
+        host, port = lb._httpd.server_address[:2]
+        with pytest.raises(LLMError) as err:
+            asyncio.run(_one(f"http://{host}:{port}/v1"))
+    assert err.value.code == "llm.server_error" and err.value.transient
+
+
+async def _one(url: str) -> ChatReply:
+    client = LLMClient(url, None, max_retries=0)
+    try:
+        return await client.chat(**REQUEST)
+    finally:
+        await client.aclose()

@@ -14,7 +14,7 @@ from curate.recipe import load_recipe
 from curate.run.runner import Runner
 from llm_fault_server import FaultServer
 
-STAGES = ("crawl", "transcribe", "segment", "filter", "dedup", "annotate")
+STAGES = ("crawl", "transcribe", "segment", "filter", "dedup", "quality", "annotate")
 
 
 def _demo_recipe(tmp_path, site_url: str, llm_url: str):
@@ -49,7 +49,11 @@ def test_demo_recipe_runs_every_stage_and_resumes_to_a_no_op(tmp_path, demo_site
         # Each stage sees exactly the rows the one before it kept.
         assert {r["clip_id"] for r in tables["filter"]} == {r["clip_id"] for r in clips}
         assert {r["clip_id"] for r in tables["dedup"]} == {r["clip_id"] for r in _ok(tables["filter"])}
-        kept = {r["clip_id"] for r in _ok(tables["dedup"])}
+        assert {r["clip_id"] for r in tables["quality"]} == {r["clip_id"] for r in _ok(tables["dedup"])}
+        assert all(r["lm_loss"] > 0 and r["text_language"] == "en" for r in tables["quality"])  # caption text
+        assert all(r["status"] == "ok" for r in tables["quality"]), [  # the demo narration sits inside the band
+            (r["clip_id"], r["error_code"], r["error_msg"]) for r in tables["quality"] if r["status"] != "ok"]
+        kept = {r["clip_id"] for r in _ok(tables["quality"])}
         assert {(r["clip_id"], r["task"]) for r in tables["annotate"]} == \
             {(c, t) for c in kept for t in ("caption", "qa", "reasoning", "commentary", "grounding", "livecc_filter")}
         assert all(r["status"] == "ok" for r in tables["annotate"])

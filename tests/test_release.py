@@ -314,7 +314,7 @@ def test_planted_faults_fail_the_gate_with_those_rows(built, tmp_path):
     assert not (catalog / "releases").exists()
 
 
-def test_decontaminated_videos_are_left_out_and_counted(built, tmp_path):
+def test_decontaminated_videos_are_left_out_and_counted_media_hardlinked(built, tmp_path):
     from curate.recipe import load_recipe
     from curate.release.build import release
 
@@ -325,9 +325,15 @@ def test_decontaminated_videos_are_left_out_and_counted(built, tmp_path):
     vid, url = con.sql("SELECT video_id, source_url FROM crawl WHERE status = 'ok' ORDER BY 1 LIMIT 1").fetchall()[0]
     listed = tmp_path / "benchmark_ids.txt"
     listed.write_text(f"# a benchmark's videos\n{url}\n")
-    recipe = release_recipe(tmp_path, catalog, built[2], "http://127.0.0.1:9/v1", decontaminate=str(listed))
+    recipe = release_recipe(tmp_path, catalog, built[2], "http://127.0.0.1:9/v1", decontaminate=str(listed),
+                            media="hardlink")
     assert release(load_recipe(recipe)) == 0
     v1 = catalog / "releases" / "v1"
+    # Hard-linked media: paths inside the release, the same files as the catalog's.
+    paths = {r[0] for r in duckdb.connect().sql(f"SELECT video_path FROM read_parquet('{v1}/data/clips/*.parquet')"
+                                                ).fetchall()}
+    assert paths and all(p.startswith("media/") and (v1 / p).stat().st_ino == (catalog / p).stat().st_ino
+                         for p in paths)
     ids = {r[0] for r in duckdb.connect().sql(f"SELECT video_id FROM read_parquet('{v1}/data/*/*.parquet', "
                                                 f"union_by_name = true)").fetchall()}
     assert vid not in ids and ids
@@ -354,3 +360,25 @@ def test_sigkill_midway_leaves_no_version_and_the_next_run_builds_it(built, tmp_
     manifest = json.loads((v1 / "manifest.json").read_text())
     assert all((v1 / f["path"]).stat().st_size == f["bytes"] for f in manifest["files"])
     assert not list((catalog / ".release-tmp").iterdir())
+
+
+def test_qa_alone_passes_on_the_clean_catalog_and_releases_nothing(built, tmp_path):
+    recipe, catalog = _copy_catalog(built, tmp_path)
+    out = run_cli("qa", str(recipe))
+    assert out.returncode == 0, out.stdout + out.stderr
+    n = len(list(data_dir("qa_checks").glob("*.sql")))
+    assert f"qa_checks: {n}/{n} pass" in out.stdout
+    assert json.loads((catalog / "qa_report.json").read_text())["passed"] is True
+    assert not (catalog / "releases").exists()
+
+
+def test_a_typo_in_the_release_section_is_refused_before_any_work(tmp_path):
+    recipe = release_recipe(tmp_path, tmp_path / "catalog", "http://127.0.0.1:9", "http://127.0.0.1:9/v1",
+                            splitz={"train": 1.0})
+    out = run_cli("release", str(recipe))
+    assert out.returncode == 2 and "release.splitz: unknown key" in out.stderr and "splits" in out.stderr
+    recipe = release_recipe(tmp_path, tmp_path / "catalog", "http://127.0.0.1:9", "http://127.0.0.1:9/v1",
+                            splits={"train": 0.8, "test": 0.1})
+    out = run_cli("check", str(recipe))
+    assert out.returncode == 2 and "sum to 1" in out.stderr
+    assert not (tmp_path / "catalog").exists()

@@ -56,10 +56,10 @@ def _stopped_in_session(sid: int) -> list[str]:
             if line.split(None, 2)[0] == str(sid) and line.split(None, 2)[1].startswith("T")]
 
 
-def run_in_terminal(args: list[str], timeout: float) -> tuple[int | None, str, list[str]]:
+def run_in_terminal(args: list[str], timeout: float, columns: int = 100) -> tuple[int | None, str, list[str]]:
     """Run `curate ARGS` as the foreground job of a new pseudo-terminal (stdin,
     stdout and stderr the tty); (exit code or None on timeout, output, stopped processes)."""
-    env = os.environ | {"PYTHONPATH": str(REPO), "TERM": "xterm", "COLUMNS": "100"}
+    env = os.environ | {"PYTHONPATH": str(REPO), "TERM": "xterm", "COLUMNS": str(columns)}
     pid, fd = pty.fork()
     if pid == 0:  # the child: session leader, the pty its controlling terminal, in the foreground
         try:

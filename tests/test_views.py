@@ -6,11 +6,15 @@ marker. The catalog is written with the catalog's own writer, no run needed."""
 from __future__ import annotations
 
 import json
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.catalog import Catalog, atomic_write_json
+from test_terminal import run_in_terminal
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def _stage(catalog: Catalog, stage: str, fp: str, shards: int):
@@ -56,6 +60,10 @@ def test_view_shows_the_newest_complete_fingerprint_and_names_a_partial_newer_on
     assert status.returncode == 0, status.stderr
     assert new.fingerprint in status.stdout and old.fingerprint in status.stdout
     assert "partial (1/2 shards)" in status.stdout.replace("\n", " ")
+    # In an 80-column terminal nothing is cut: fingerprints are copied from here.
+    code, out, _ = run_in_terminal(["status", str(catalog.root)], timeout=60, columns=80)
+    assert code == 0 and "…" not in out and new.fingerprint in out and old.fingerprint in out, out
+    assert max(len(line) for line in ANSI.sub("", out).splitlines()) <= 80
 
     # The rerun finishes the new fingerprint: the view moves to it, the notice goes.
     new.write_shard(1, _rows("v2-new"), {})

@@ -65,25 +65,34 @@ def _local_llm(recipe_path: Path, console: Console):
     doc = yaml.safe_load(recipe_path.read_text()) or {}
     if "annotate" not in (doc.get("stages") or {}) or os.environ.get("CURATE_LLM_URL"):
         return contextlib.nullcontext(None)
-    try:
-        from ..llm.server import LocalLLM
-    except ImportError:
-        return contextlib.nullcontext(None)
     console.print("starting the bundled local LLM (SmolLM2-135M, llama.cpp) on 127.0.0.1 ...")
-    # Annotate runs after every other stage, so the model may use all cores.
-    return LocalLLM(n_threads=os.cpu_count() or 1)
+    return demo_llm()
 
 
-def _release(recipe, console: Console) -> int:
-    """The demo ends with a release; a rerun over unchanged tables shows the one it made before."""
+def demo_llm(**kwargs):
+    """The bundled local LLM as the demo runs it (tests and the bench use the same)."""
+    from ..llm.server import LocalLLM
+
+    # Annotate runs after every other stage, so the model may use the cores: one
+    # single-threaded server per core, up to the demo recipe's concurrency (2).
+    # The threads of one llama.cpp server stall each other on shared cores, and
+    # its sampling and JSON grammar run in one thread anyway.
+    return LocalLLM(n_servers=min(2, os.cpu_count() or 1), n_threads=1, **kwargs)
+
+
+def _release(recipe, console: Console) -> tuple[int, Path | None]:
+    """The demo ends with a release; a rerun over unchanged tables shows the one it made before.
+    Returns (exit code, the card's path)."""
     from ..release.build import latest_release, release
 
     existing = latest_release(recipe)
     if existing is not None:
-        console.print(f"\nrelease {existing.name} holds these tables already; card: {existing / 'README.md'}")
-        return 0
+        console.print(f"\nrelease {existing.name} holds these tables already")
+        return 0, existing / "README.md"
     console.print("\n[bold]Release[/bold]  (curate release <recipe>)")
-    return release(recipe, console=console)
+    code = release(recipe, console=console)
+    made = latest_release(recipe) if code == 0 else None
+    return code, (made / "README.md" if made else None)
 
 
 def run_demo(port: int = 8765, recipe: str | None = None, console: Console | None = None,
@@ -121,11 +130,14 @@ def run_demo(port: int = 8765, recipe: str | None = None, console: Console | Non
                 recipe_model = load_recipe(recipe_path)
                 code = run_and_report(recipe_model)
                 catalog = recipe_model.catalog
+    card = None
     if code == 0 and recipe_model.release is not None:
-        code = _release(recipe_model, console)
+        code, card = _release(recipe_model, console)
     con, views = connect(catalog)
     console.print(Text.assemble("\n", ("Example query", "bold"),
                                 f"  (curate sql {catalog} \"...\"; views: {', '.join(views)})"))
     console.print(DEMO_QUERY, highlight=False)
     print_result(con.sql(DEMO_QUERY), "table")
+    if card is not None:
+        console.print(f"\n[bold]Dataset card[/bold]: {card}", highlight=False)
     return code

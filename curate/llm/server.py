@@ -7,6 +7,10 @@ child process on loopback::
 
     with LocalLLM() as llm:
         llm.base_url   # http://127.0.0.1:<port>/v1, model name llm.model
+
+``LocalLLM(n_servers=2, n_threads=1)`` runs two servers behind one URL
+(``curate.llm.balancer``): each answers one request at a time, so two
+answer two at once.
 """
 
 from __future__ import annotations
@@ -51,10 +55,12 @@ def smollm2_gguf_path() -> Path:
 def server_command(model: Path, host: str, port: int, *, n_ctx: int = 4096, n_threads: int | None = None) -> list[str]:
     if importlib.util.find_spec("llama_cpp") is None:
         raise LocalLLMError(f"llama-cpp-python is not installed: {INSTALL_HINT}")
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", MODEL_ALIAS,
-           "--host", host, "--port", str(port), "--n_ctx", str(n_ctx)]
-    if n_threads:
-        cmd += ["--n_threads", str(n_threads)]
+    # llama_cpp.server as shipped, with a faster grammar for greedy decoding (see llama_serve.py);
+    # logits_all off: its default keeps the logits of every prompt token, which only logprobs need.
+    cmd = [sys.executable, "-m", "curate.llm.llama_serve", "--model", str(model), "--model_alias", MODEL_ALIAS,
+           "--host", host, "--port", str(port), "--n_ctx", str(n_ctx), "--logits_all", "false"]
+    if n_threads:  # prompt processing too: its default is every core, which stalls a shared machine
+        cmd += ["--n_threads", str(n_threads), "--n_threads_batch", str(n_threads)]
     return cmd
 
 
@@ -68,14 +74,15 @@ class LocalLLM:
     """Start the server on 127.0.0.1, wait until it answers, stop it on exit."""
 
     def __init__(self, port: int | None = None, *, n_ctx: int = 4096, n_threads: int | None = None,
-                 startup_timeout_s: float = 120.0, log_path: Path | None = None):
+                 n_servers: int = 1, startup_timeout_s: float = 120.0, log_path: Path | None = None):
         self.host = "127.0.0.1"
         self.port = port or free_port(self.host)
         self.model = MODEL_ALIAS
-        self.n_ctx, self.n_threads = n_ctx, n_threads
+        self.n_ctx, self.n_threads, self.n_servers = n_ctx, n_threads, max(1, n_servers)
         self.startup_timeout_s = startup_timeout_s
         self.log_path = log_path
-        self._proc: procs.Popen | None = None
+        self._procs: list[tuple[procs.Popen, int]] = []
+        self._balancer = None
         self._log_file = None
 
     @property
@@ -83,43 +90,58 @@ class LocalLLM:
         return f"http://{self.host}:{self.port}/v1"
 
     def __enter__(self) -> "LocalLLM":
-        cmd = server_command(smollm2_gguf_path(), self.host, self.port, n_ctx=self.n_ctx, n_threads=self.n_threads)
+        model = smollm2_gguf_path()
+        ports = [self.port] if self.n_servers == 1 else [free_port(self.host) for _ in range(self.n_servers)]
         self._log_file = open(self.log_path, "ab") if self.log_path else procs.DEVNULL
         # Offline by construction: the model is a local file, and nothing may try a hub.
         env = dict(os.environ, HF_HUB_OFFLINE="1")
-        self._proc = procs.popen(cmd, stdout=self._log_file, stderr=procs.STDOUT, env=env)
         try:
-            self._wait_ready()
+            for port in ports:
+                cmd = server_command(model, self.host, port, n_ctx=self.n_ctx, n_threads=self.n_threads)
+                proc = procs.popen(cmd, stdout=self._log_file, stderr=procs.STDOUT, env=env)
+                self._procs.append((proc, port))
+            for proc, port in self._procs:
+                self._wait_ready(proc, port)
+            if self.n_servers > 1:
+                from .balancer import Balancer
+
+                self._balancer = Balancer(self.host, self.port, ports).__enter__()
         except BaseException:
             self.__exit__(None, None, None)
             raise
-        log.info("local LLM %s ready at %s", self.model, self.base_url)
+        log.info("local LLM %s ready at %s (%d server(s))", self.model, self.base_url, self.n_servers)
         return self
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, proc: procs.Popen, port: int) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
+        url = f"http://{self.host}:{port}/v1/models"
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
+            if proc.poll() is not None:
                 where = f" (see {self.log_path})" if self.log_path else ""
-                raise LocalLLMError(f"the local LLM server exited with code {self._proc.returncode}{where}")
+                raise LocalLLMError(f"the local LLM server exited with code {proc.returncode}{where}")
             try:
-                with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as r:
+                with urllib.request.urlopen(url, timeout=2) as r:
                     if r.status == 200:
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.2)
-        raise LocalLLMError(f"the local LLM server did not answer within {self.startup_timeout_s:.0f}s "
-                            f"on {self.base_url}")
+        raise LocalLLMError(f"the local LLM server did not answer within {self.startup_timeout_s:.0f}s on {url}")
 
     def __exit__(self, *exc) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
+        if self._balancer is not None:
+            self._balancer.__exit__(None, None, None)
+            self._balancer = None
+        for proc, _port in self._procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc, _port in self._procs:
             try:
-                self._proc.wait(timeout=10)
+                proc.wait(timeout=10)
             except procs.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+                proc.kill()
+                proc.wait()
+        self._procs = []
         if self._log_file not in (None, procs.DEVNULL):
             self._log_file.close()
 

@@ -1,16 +1,19 @@
 """Annotation tasks: a prompt template plus the JSON Schema of the reply.
 
 Each task ``<name>`` is ``recipes/prompts/<name>.j2`` (the user message) and
-``schemas/annotations/<name>.json`` (what the reply must be). A reply is
-parsed, checked against the schema, then against what a schema cannot say:
-time spans inside the clip, a multiple-choice answer among distinct options,
-no blank strings.
+``schemas/annotations/<name>.json`` (what the reply must be). The schema a
+request sends is made per clip (``Task.request_schema``): spans as whole
+seconds of the clip, so that a grammar-constrained model cannot write a span
+outside it. A reply is parsed, checked against that schema, then against what
+a schema cannot say: ``start <= end``, a multiple-choice answer among distinct
+options, no blank strings.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -24,12 +27,22 @@ from .. import status
 from ..status import SampleFault
 from ..paths import data_dir, schema_path
 
-TASKS = ("caption", "qa", "reasoning", "commentary", "grounding", "livecc_filter")
+TASKS = ("caption", "qa", "reasoning", "commentary", "grounding", "livecc_filter", "talking_head")
 
 # Model replies round times; a span this far outside the clip is still accepted.
 SPAN_TOLERANCE_S = 0.5
 # Words are shown to the model in stretches of at most this many seconds.
 LINE_SECONDS = 3.0
+# Spans are asked for as an ``enum`` of the clip's whole seconds: llama.cpp's
+# JSON-schema grammar honours enum but not minimum/maximum. Past this many
+# seconds (whole videos) the enum would make a slow grammar: minimum/maximum
+# then, which endpoints with full JSON Schema support and the validation apply.
+MAX_ENUM_SECONDS = 900
+# Failed rows of a reply that could not be used (after the repair retry).
+REPLY_ERROR_CODES = ("llm.invalid_json", "llm.schema", "llm.truncated")
+# Timed lists (commentary lines, events) get at most one item per this many seconds
+# of clip: a bound that grows with the clip and keeps a short clip's reply short.
+SECONDS_PER_ITEM = 2.0
 
 # Strings the prompts use as examples of a reply's shape: a reply that echoes
 # them back has said nothing, however valid its JSON.
@@ -79,23 +92,42 @@ class ReplyError(SampleFault):
     """A reply that cannot be used; ``code`` is the row's error_code."""
 
 
+def _always_ok(_output: Any) -> dict:
+    return status.ok()
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
     schema: dict
     semantic_check: Callable[[Any, Clip], list[str]]
-    outcome: Callable[[dict], dict] = lambda _output: status.ok()
+    outcome: Callable[[dict], dict] = _always_ok
     # Top-level lists that hold exactly ``n_questions`` items: the schema sent says so,
     # which also keeps a grammar-constrained small model from writing lists until cut off.
     sized: tuple[str, ...] = ()
+    # Top-level lists of timed items: at most one per SECONDS_PER_ITEM of the clip (and the file's maxItems).
+    paced: tuple[str, ...] = ()
+    # Frames a task needs to see by default (None: the stage's frames_per_clip); a task with its
+    # own count cannot answer without frames.
+    frames: int | None = None
 
-    def request_schema(self, n_questions: int) -> dict:
-        """The schema a reply is asked for and checked against: the task's file, sized."""
-        if not self.sized:
-            return self.schema
+    @property
+    def can_filter(self) -> bool:
+        """Its verdict may filter the clip; the annotate stage then skips the tasks after it."""
+        return self.outcome is not _always_ok
+
+    def request_schema(self, n_questions: int, clip: Clip | None = None) -> dict:
+        """The schema a reply is asked for and checked against: the task's file, sized,
+        with every {start, end} span as whole seconds of ``clip`` (clip time)."""
         schema = copy.deepcopy(self.schema)
         for key in self.sized:
             schema["properties"][key]["minItems"] = schema["properties"][key]["maxItems"] = n_questions
+        if clip is not None:
+            _whole_seconds(schema, clip_seconds(clip))
+            for key in self.paced:
+                items = schema["properties"][key]
+                per_clip = max(items.get("minItems", 1), math.ceil(clip.duration / SECONDS_PER_ITEM))
+                items["maxItems"] = min(items.get("maxItems", per_clip), per_clip)
         return schema
 
     def validate(self, content: str | None, finish_reason: str | None, clip: Clip,
@@ -119,6 +151,64 @@ class Task:
         if problems:
             raise ReplyError("llm.schema", "; ".join(problems[:5]))
         return _to_video_time(output, clip.start)
+
+
+def clip_seconds(clip: Clip) -> int:
+    """The last whole second a span may name: the clip's end, within the tolerance."""
+    return max(0, math.floor(clip.duration + SPAN_TOLERANCE_S))
+
+
+def _whole_seconds(schema: Any, last: int) -> None:
+    """Make every number pair {start, end} of an object schema an integer second in [0, last], in place."""
+    if isinstance(schema, list):
+        for item in schema:
+            _whole_seconds(item, last)
+        return
+    if not isinstance(schema, dict):
+        return
+    props = schema.get("properties") or {}
+    if isinstance(props.get("start"), dict) and isinstance(props.get("end"), dict):
+        second = ({"type": "integer", "enum": list(range(last + 1))} if last <= MAX_ENUM_SECONDS
+                  else {"type": "integer", "minimum": 0, "maximum": last})
+        props["start"], props["end"] = dict(second), copy.deepcopy(second)
+    for value in schema.values():
+        _whole_seconds(value, last)
+
+
+def max_reply_chars(schema: dict) -> int | None:
+    """The longest JSON a grammar following ``schema`` can write, in characters, or None if
+    unbounded. llama.cpp's grammar allows one space after each token of JSON; a string's
+    characters are counted once each (ASCII; an escape like \\u00e9 is longer). A token is at
+    least one character, so this also bounds the reply in tokens."""
+    return _max_chars(schema)
+
+
+def _max_chars(s: dict) -> int | None:
+    if "enum" in s:
+        return max(len(json.dumps(v)) for v in s["enum"]) + 1
+    kind = s.get("type")
+    if kind == "object":
+        total = 2 + 2  # "{" "}" with their spaces
+        for name, sub in (s.get("properties") or {}).items():
+            inner = _max_chars(sub)
+            if inner is None:
+                return None
+            total += len(json.dumps(name)) + 1 + 2 + inner + 2  # "name" : value ,
+        return total
+    if kind == "array":
+        if s.get("maxItems") is None:
+            return None
+        inner = _max_chars(s.get("items") or {})
+        return None if inner is None else 4 + s["maxItems"] * (inner + 2)
+    if kind == "string":
+        return None if s.get("maxLength") is None else s["maxLength"] + 3
+    if kind == "boolean":
+        return 6
+    if kind == "integer":
+        return 18  # the grammar's longest: sign and 16 digits (it ignores minimum/maximum)
+    if kind == "number":
+        return 54  # sign, 16 digits, a 16-digit fraction, a 16-digit exponent
+    return None
 
 
 def get_task(name: str) -> Task:
@@ -154,6 +244,7 @@ class Prompts:
     def messages(self, task: str, clip: Clip, *, n_questions: int = 2, frames: list[str] = ()) -> list[dict]:
         # Times in clip time: the clip runs from 0 to its duration (see Task.validate).
         context = {"title": clip.title, "start": 0.0, "end": clip.duration, "offset": clip.start,
+                   "last_second": clip_seconds(clip),
                    "previous": clip.previous, "lines": clip.lines(), "n_questions": n_questions,
                    "n_frames": len(frames), "frame_times": [f["t"] - clip.start for f in clip.frames][: len(frames)]}
         system = self.env.get_template("_system.j2").render(context).strip()
@@ -186,6 +277,9 @@ def _validator(schema_json: str) -> jsonschema.protocols.Validator:
 
 def _describe(err: jsonschema.ValidationError) -> str:
     where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+    if err.validator == "enum" and len(err.validator_value) > 8:  # a clip's seconds: name the range
+        values = err.validator_value
+        return f"{where}: {err.instance!r} is not one of {values[0]!r} ... {values[-1]!r}"
     return f"{where}: {err.message}"
 
 
@@ -250,6 +344,12 @@ def _livecc_outcome(output: dict) -> dict:
     return status.filtered(f"livecc.{failed[0]}", f"LiveCC check failed: {', '.join(failed)}")
 
 
+def _talking_head_outcome(output: dict) -> dict:
+    if output["talking_head"] == "yes":
+        return status.filtered("vlm.talking_head", "the frames show only a talking head")
+    return status.ok()
+
+
 def _no_check(_output: Any, _clip: Clip) -> list[str]:
     return []
 
@@ -259,8 +359,9 @@ _REGISTRY: dict[str, Task] = {
     "qa": Task("qa", load_schema("qa"), _check_qa, sized=("open_ended", "multiple_choice")),
     "reasoning": Task("reasoning", load_schema("reasoning"), _no_check),
     "commentary": Task("commentary", load_schema("commentary"),
-                       lambda out, clip: _spans_inside(out["lines"], clip, "lines")),
+                       lambda out, clip: _spans_inside(out["lines"], clip, "lines"), paced=("lines",)),
     "grounding": Task("grounding", load_schema("grounding"),
-                      lambda out, clip: _spans_inside(out["events"], clip, "events")),
+                      lambda out, clip: _spans_inside(out["events"], clip, "events"), paced=("events",)),
     "livecc_filter": Task("livecc_filter", load_schema("livecc_filter"), _no_check, _livecc_outcome),
+    "talking_head": Task("talking_head", load_schema("talking_head"), _no_check, _talking_head_outcome, frames=8),
 }

@@ -70,7 +70,7 @@ def render(*, front: dict, name: str, version: str, release, funnel: list[dict],
     out += [f"# {card.pretty_name or name} ({version})", ""]
     if card.description:
         out += [card.description.strip(), ""]
-    out += [f"Built by [curate](https://github.com/) {versions.get('curate', '')} from the catalog `{name}`: "
+    out += [f"Built by curate {versions.get('curate', '')} from the catalog `{name}`: "
             "web videos with word-timed speech, cut into LiveCC-style clips, scored and deduplicated. "
             "Every number below was computed from the release's own tables.", ""]
     out += ["## Contents", "", _table(["config", "split", "rows", "files"], [
@@ -96,7 +96,7 @@ def render(*, front: dict, name: str, version: str, release, funnel: list[dict],
     out += ["## How to load", "", "```python", "from datasets import load_dataset",
             f'clips = load_dataset("path/to/{version}", "clips")          # configs: {", ".join(configs)}',
             'print(clips["train"][0]["words"][:3])', "```", "", "```sql",
-            f"-- duckdb, or `curate sql {name}` (views release_clips, release_annotations)",
+            "-- duckdb in this folder, or `curate sql <catalog>` (views release_clips, release_annotations, ...)",
             "SELECT clip_id, start_s, end_s, text FROM 'data/clips/*.parquet' LIMIT 5;", "```", "",
             "```python", "from curate.release.exports import read_record   # or: seek to offsets[i], read a line",
             'record = read_record("exports/stream/train.jsonl", 0)', "```", "",

@@ -46,6 +46,10 @@ def _hist(path: Path, values: list[float], title: str, xlabel: str, marks: list[
     plt.close(fig)
 
 
+_STATUS_COLORS = {"ok": "tab:green", "filtered": "tab:orange", "failed": "tab:red", "transient": "tab:gray",
+                  "clips": "tab:blue"}
+
+
 def _bars(path: Path, groups: dict[str, dict[str, int]], title: str, ylabel: str) -> None:
     """Stacked bars: x = group, stacks = keys of each group's dict."""
     plt = _plt()
@@ -55,14 +59,14 @@ def _bars(path: Path, groups: dict[str, dict[str, int]], title: str, ylabel: str
     bottom = [0] * len(names)
     for stack in stacks:
         heights = [groups[n].get(stack, 0) for n in names]
-        ax.bar(names, heights, bottom=bottom, label=stack)
+        ax.bar(names, heights, bottom=bottom, label=stack, color=_STATUS_COLORS.get(stack))
         bottom = [b + h for b, h in zip(bottom, heights)]
     if not names:
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     if stacks:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over a bar
     ax.tick_params(axis="x", labelrotation=20)
     fig.tight_layout()
     fig.savefig(path)

@@ -26,7 +26,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from ..catalog import Catalog, atomic_write_json, fingerprint
 from ..recipe import Recipe, RecipeError
 from .cluster import ClusterUnreachable, init_ray
-from .shards import shard_of
+from .shards import combined_digest, sources_by_shard
 from ..stages import available_stages
 from ..stages.base import Resources, Stage
 from .lease import RunLease
@@ -84,6 +84,17 @@ def plan(recipe: Recipe) -> list[StagePlan]:
         fp = fingerprint(name, cls.version, decisive, list(inputs.values()), extra)
         plans[name] = StagePlan(name, cls, params, fp, inputs, recipe.stage_resources(name))
     return list(plans.values())
+
+
+def preflight(recipe: Recipe, plans: list[StagePlan]) -> tuple[list[str], list[str]]:
+    """(problems that refuse the recipe, warnings): every model the recipe names is
+    resolved offline, without loading it, before Ray starts."""
+    errors, warnings = [], []
+    for p in plans:
+        params = p.cls.Params.model_validate(p.params)
+        errors += [f"{recipe.path}: {e}" for e in p.cls.preflight(params, recipe.path.parent)]
+        warnings += [f"{recipe.path}: {w}" for w in p.cls.preflight_warnings(params, recipe.path.parent)]
+    return errors, warnings
 
 
 def _now() -> str:
@@ -145,34 +156,60 @@ class Runner:
         self.catalog = Catalog(recipe.catalog)
         self.console = console or Console(stderr=True)
         self.spent: dict[str, dict[str, float]] = {}  # per stage: what this run paid (tokens, cost)
+        self._source_cache: dict[str, dict[int, list[str]]] = {}  # root stage -> its sources by shard
 
     # --- what is left to do ------------------------------------------------
-    def _upstream_digest(self, p: StagePlan, shard: int) -> dict | None:
-        if not p.inputs:
+    # Planning reads each upstream marker once per stage and hashes each source once
+    # per run: a no-op rerun of 1,000 shards must not cost shards x sources.
+    def _sources(self, p: StagePlan) -> dict[int, list[str]]:
+        """A root stage's source keys by shard (computed once per run)."""
+        if p.name not in self._source_cache:
             params = p.cls.Params.model_validate(p.params)
-            sources = [r[p.cls.input_key_for(params)] for r in p.cls.source_rows(params)]
-            return {"sources": _digest([s for s in sources if shard_of(s, self.recipe.shards) == shard])}
-        digest = {}
+            key = p.cls.input_key_for(params)
+            self._source_cache[p.name] = sources_by_shard((r[key] for r in p.cls.source_rows(params)),
+                                                          self.recipe.shards)
+        return self._source_cache[p.name]
+
+    def _upstream_digests(self, p: StagePlan) -> dict[int, dict | None]:
+        """Per shard, the digest of what its input is made of (None: an upstream shard is
+        not done). A global stage has one digest for all shards, over every upstream marker."""
+        n = self.recipe.shards
+        if not p.inputs:
+            by_shard = self._sources(p)
+            return {s: {"sources": _digest(by_shard.get(s, []))} for s in range(n)}
+        parts: dict[int, dict | None] = {s: {} for s in range(n)}
         for name, fp in p.inputs.items():
-            shards = range(self.recipe.shards) if p.cls.scope == "global" else [shard]
-            for s in shards:
-                marker = self.catalog.stage_dir(name, fp).marker(s)
-                if marker is None:
-                    return None
-                digest[f"{name}/{s}"] = marker["sha256"]
-        return digest
+            markers = self.catalog.stage_dir(name, fp).markers(range(n))
+            for s in range(n):
+                marker = markers.get(s) if parts[s] is not None else None
+                parts[s] = None if marker is None else parts[s] | {f"{name}/{s}": marker["sha256"]}
+        if p.cls.scope != "global":
+            return parts
+        if any(v is None for v in parts.values()):
+            return {s: None for s in range(n)}
+        every = {k: v for d in parts.values() for k, v in d.items()}
+        return {s: every for s in range(n)}
 
     def pending(self, p: StagePlan) -> tuple[list[int | None], list[int]]:
         """(units to run, shards blocked by an unfinished upstream shard)."""
         sd = self.catalog.stage_dir(p.name, p.fingerprint)
+        digests = self._upstream_digests(p)
+        combined = None
         todo, blocked = [], []
+        markers = sd.markers(range(self.recipe.shards))
         for s in range(self.recipe.shards):
-            upstream = self._upstream_digest(p, 0 if p.cls.scope == "global" else s)
+            upstream = digests[s]
             if upstream is None:
                 blocked.append(s)
                 continue
-            marker = sd.marker(s)
-            if marker and marker.get("upstream") == upstream and not marker["counts"].get("transient"):
+            marker = markers.get(s)
+            if marker and p.cls.scope == "global":
+                combined = combined or combined_digest(upstream)
+                # Markers written before combined digests hold every upstream hash.
+                same = marker.get("upstream") in (combined, upstream)
+            else:
+                same = bool(marker) and marker.get("upstream") == upstream
+            if same and not marker["counts"].get("transient"):
                 continue
             todo.append(s)
         if p.cls.scope == "global":
@@ -182,6 +219,9 @@ class Runner:
     # --- running ------------------------------------------------------------
     def run(self) -> RunResult:
         plans = plan(self.recipe)
+        problems, _ = preflight(self.recipe, plans)
+        if problems:  # a missing model fails here, not minutes later in a worker
+            raise RecipeError("\n".join(problems))
         run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
         result = RunResult(run_id, self.recipe.catalog, plans)
         # One run writes a catalog at a time; a dead run's lease is taken over (run/lease.py).
@@ -197,20 +237,14 @@ class Runner:
         record = {
             "run_id": run_id,
             "recipe_path": str(self.recipe.path),
-            "recipe": self.recipe.model_dump(mode="json", exclude={"path"}),
+            "recipe": self._recorded_recipe(plans),
             "versions": _versions(),
             "fingerprints": {p.name: p.fingerprint for p in plans},
             "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
             "status": "running",
             "stages": {},
         }
-        for p in plans:
-            sd = self.catalog.stage_dir(p.name, p.fingerprint)
-            if not (sd.path / "stage.json").exists():
-                atomic_write_json(sd.path / "stage.json", {
-                    "stage": p.name, "version": p.cls.version, "fingerprint": p.fingerprint,
-                    "params": p.params, "inputs": p.inputs, "shards": self.recipe.shards,
-                    "created_at": dt.datetime.now(dt.timezone.utc).isoformat()})
+        self.write_stage_docs(plans)
         result.record_path = self.catalog.write_run(run_id, record)
 
         ray, owns_ray = None, False
@@ -220,7 +254,8 @@ class Runner:
                           TimeElapsedColumn(), console=self.console) as progress:
                 for p in plans:
                     started = time.time()
-                    if ray is None and self.pending(p)[0]:  # start Ray only when there is work
+                    pending = self.pending(p)  # once per stage: after the stages before it ran
+                    if ray is None and pending[0]:  # start Ray only when there is work
                         owns_ray = not _ray_up()  # set first: a Ctrl-C may land while Ray starts
                         ray, _ = _init_ray(self.recipe, plans)
                         record["ray"] = {"address": self.recipe.ray.address or "local",
@@ -228,7 +263,7 @@ class Runner:
                                          "resources": ray.cluster_resources(),
                                          "start_s": round(time.time() - started, 3)}
                         started = time.time()  # Ray's start-up is not the first stage's time
-                    errors = self._run_stage(ray, p, progress)
+                    errors = self._run_stage(ray, p, progress, pending)
                     result.errors.extend(errors)
                     record["stages"][p.name] = {"seconds": round(time.time() - started, 3),
                                                 "fingerprint": p.fingerprint, "errors": errors}
@@ -264,8 +299,18 @@ class Runner:
         self.catalog.write_run(run_id, record)
         return result
 
-    def _run_stage(self, ray, p: StagePlan, progress: Progress) -> list[str]:
-        units, blocked = self.pending(p)
+    def write_stage_docs(self, plans: list[StagePlan]) -> None:
+        """Each fingerprint's stage.json (params, inputs, shards), once."""
+        for p in plans:
+            sd = self.catalog.stage_dir(p.name, p.fingerprint)
+            if not (sd.path / "stage.json").exists():
+                atomic_write_json(sd.path / "stage.json", {
+                    "stage": p.name, "version": p.cls.version, "fingerprint": p.fingerprint,
+                    "params": self._recorded_params(p), "inputs": p.inputs, "shards": self.recipe.shards,
+                    "created_at": dt.datetime.now(dt.timezone.utc).isoformat()})
+
+    def _run_stage(self, ray, p: StagePlan, progress: Progress, pending) -> list[str]:
+        units, blocked = pending
         n_shards = self.recipe.shards
         shards_done = n_shards - len(blocked) - (n_shards if units == [None] else len(units))
         rows_todo = self._rows_to_do(p, units)
@@ -343,6 +388,26 @@ class Runner:
         ray.kill(board)
         return errors
 
+    # --- what run records and stage.json keep ------------------------------
+    def _source_ref(self, p: StagePlan) -> dict:
+        """A root stage's sources by hash and count: 100k URLs embedded in every run
+        record and stage.json made each one megabytes (the recipe's file lists them)."""
+        keys = [k for keys in self._sources(p).values() for k in keys]
+        return {"sha256": _digest(keys), "count": len(keys)}
+
+    def _recorded_params(self, p: StagePlan) -> dict:
+        if p.inputs or not isinstance(p.params.get("sources"), list):
+            return p.params
+        return p.params | {"sources": self._source_ref(p)}
+
+    def _recorded_recipe(self, plans: list[StagePlan]) -> dict:
+        doc = self.recipe.model_dump(mode="json", exclude={"path"})
+        for p in plans:
+            cfg = (doc.get("stages") or {}).get(p.name)
+            if not p.inputs and isinstance(cfg, dict) and isinstance(cfg.get("sources"), list):
+                cfg["sources"] = self._source_ref(p)
+        return doc
+
     @staticmethod
     def _secrets(p: StagePlan) -> dict[str, Secret]:
         """The stage's API key variables, from the driver's environment. They reach the
@@ -355,10 +420,8 @@ class Runner:
         stage, else the ok rows of the primary upstream shards."""
         shards = list(range(self.recipe.shards)) if units == [None] else units
         if not p.inputs:
-            params = p.cls.Params.model_validate(p.params)
-            key = p.cls.input_key_for(params)
-            return sum(1 for r in p.cls.source_rows(params) if shard_of(r[key], self.recipe.shards) in shards)
+            by_shard = self._sources(p)
+            return sum(len(by_shard.get(s, [])) for s in shards)
         primary, fp = next(iter(p.inputs.items()))
-        sd = self.catalog.stage_dir(primary, fp)
-        markers = [sd.marker(s) for s in shards]
-        return sum((m or {}).get("counts", {}).get("ok", 0) for m in markers)
+        markers = self.catalog.stage_dir(primary, fp).markers(shards)
+        return sum(m.get("counts", {}).get("ok", 0) for m in markers.values())

@@ -23,10 +23,7 @@ def stage_summaries(catalog: Catalog, fingerprints: dict[str, str], n_shards: in
         codes: collections.Counter = collections.Counter()
         sums: collections.Counter = collections.Counter()
         done = 0
-        for shard in range(n_shards):
-            marker = sd.marker(shard)
-            if marker is None:
-                continue
+        for marker in sd.markers(range(n_shards)).values():
             done += 1
             counts.update(marker.get("counts", {}))
             codes.update(marker.get("error_codes", {}))

@@ -12,13 +12,14 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..catalog import Catalog, StageDir
 from ..procs import detach_from_terminal
 from .lease import WorkerLease
-from .shards import SHARD_COLUMN, join_inputs, read_stage_shard, shard_of
+from .shards import SHARD_COLUMN, combined_digest, join_inputs, read_stage_shard, shard_of
 from ..stages import stage_class
 from ..stages.base import Resources, StageContext, run_stage_on_table
 
@@ -82,12 +83,15 @@ class ShardWorker:
     # --- inputs -----------------------------------------------------------
     def _input(self, shard: int | None) -> tuple[pa.Table, dict[str, str]]:
         """The stage's input rows for ``shard`` (None = every shard, with a shard column)."""
-        if not self.inputs:  # a root stage: its sources, partitioned by hash
-            rows = [r | {SHARD_COLUMN: shard_of(r[self.key], self.n_shards)}
-                    for r in self.cls.source_rows(self.stage.params)]
-            if shard is not None:
-                rows = [r for r in rows if r[SHARD_COLUMN] == shard]
-            table = pa.Table.from_pylist(rows) if rows else pa.table({self.key: pa.array([], pa.string()),
+        if not self.inputs:  # a root stage: its sources, partitioned by hash (once per worker)
+            if getattr(self, "_source_table", None) is None:
+                rows = [r | {SHARD_COLUMN: shard_of(r[self.key], self.n_shards)}
+                        for r in self.cls.source_rows(self.stage.params)]
+                self._source_table = pa.Table.from_pylist(rows) if rows else None
+            table = self._source_table
+            if table is not None and shard is not None:
+                table = table.filter(pc.equal(table.column(SHARD_COLUMN), shard))
+            table = table if table is not None and table.num_rows else pa.table({self.key: pa.array([], pa.string()),
                                                                      SHARD_COLUMN: pa.array([], pa.int64())})
             digest = {"sources": _digest(table.column(self.key).to_pylist())}
             return table, digest
@@ -105,6 +109,8 @@ class ShardWorker:
             tables[name] = pa.concat_tables(parts, promote_options="default")
         others = [(tables[n], stage_class(n).row_key) for n in other_names]
         primary = tables[primary_name]
+        if shard is None:  # a global stage: one hash over every upstream shard's
+            digest = combined_digest(digest)
         return join_inputs(primary, others), digest
 
     # --- one unit of work -------------------------------------------------
@@ -124,8 +130,8 @@ class ShardWorker:
         done_keys = set(kept.column(key).to_pylist()) - retry if kept is not None else set()
         todo = table.filter(pc.invert(pc.is_in(table.column(key), pa.array(list(done_keys), table.schema.field(key).type)))) \
             if done_keys else table
-        shard_by_key = dict(zip(table.column(key).to_pylist(), table.column(SHARD_COLUMN).to_pylist())) \
-            if SHARD_COLUMN in table.column_names else {}
+        input_keys, input_shards = (table.column(key), table.column(SHARD_COLUMN)) \
+            if SHARD_COLUMN in table.column_names else (None, None)
         if SHARD_COLUMN in todo.column_names:
             todo = todo.drop_columns([SHARD_COLUMN])
         # A redone input row's other output rows (annotate: its tasks that ended ok or
@@ -143,20 +149,32 @@ class ShardWorker:
         result = pa.concat_tables([kept, new]) if kept is not None else new
         result = result.sort_by(self.cls.row_key) if result.num_rows else result
 
+        parts = self._route(result, key, input_keys, input_shards) if shard is None else {shard: result}
         summaries = []
         for s in shards:
-            part = result
-            if shard is None:  # route a global stage's rows back to their input's shard
-                owner = [shard_by_key.get(k) for k in result.column(key).to_pylist()]
-                if any(o is None for o in owner):
-                    raise RuntimeError(f"{self.cls.name}: output rows whose {key} is not in the input")
-                part = result.filter(pa.array([o == s for o in owner]))
+            part = parts.get(s, result.slice(0, 0))
             marker = {"stage": self.cls.name, "fingerprint": self.stage_dir.fingerprint,
                       "upstream": digest, "seconds": round(time.time() - started, 3),
                       "reprocessed_rows": todo.num_rows, "finished_at": time.time()} | table_stats(part)
             guard = self.lease.commit() if self.lease is not None else None
             summaries.append(self.stage_dir.write_shard(s, part, marker, guard=guard))
         return {"shards": summaries, "seconds": time.time() - started, "paid": paid}
+
+    def _route(self, result: pa.Table, key: str, input_keys, input_shards) -> dict[int, pa.Table]:
+        """A global stage's rows by their input row's shard, in one pass (O(rows))."""
+        if not result.num_rows:
+            return {}
+        at = pc.index_in(result.column(key), value_set=input_keys.combine_chunks())
+        if at.null_count:
+            raise RuntimeError(f"{self.cls.name}: output rows whose {key} is not in the input")
+        owner = input_shards.combine_chunks().take(at)
+        result = result.append_column("__owner", owner)
+        result = result.sort_by([("__owner", "ascending"), (self.cls.row_key, "ascending")])
+        owner = result.column("__owner").to_numpy()
+        result = result.drop_columns(["__owner"])
+        starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+        ends = np.r_[starts[1:], len(owner)]
+        return {int(owner[a]): result.slice(a, b - a) for a, b in zip(starts, ends)}
 
     def _process(self, todo: pa.Table, whole: bool, skip: set | None = None) -> pa.Table:
         """Run the stage over ``todo`` in slices, telling the board after each one."""

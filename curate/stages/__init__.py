@@ -15,6 +15,7 @@ STAGES: dict[str, str] = {
     "segment": "curate.stages.segment:SegmentStage",
     "filter": "curate.stages.filter:FilterStage",
     "dedup": "curate.stages.dedup:DedupStage",
+    "quality": "curate.stages.quality:QualityStage",
     "annotate": "curate.stages.annotate:AnnotateStage",
 }
 

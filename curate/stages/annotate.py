@@ -10,6 +10,7 @@ cached by content hash, so a rerun pays only for what never came back.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import os
@@ -25,11 +26,14 @@ from ..llm.budget import Budget, BudgetExhausted, ModelPrice
 from ..llm.cache import LLMCache, request_hash
 from ..llm.client import ChatReply, LLMClient, LLMError
 from ..llm.frames import FrameError, data_url, pick_evenly
-from ..llm.tasks import TASKS, Clip, Prompts, ReplyError, get_task, repair_messages
+from ..llm.tasks import TASKS, Clip, Prompts, ReplyError, get_task, max_reply_chars, repair_messages
 from .base import Params, Resources, Stage
 
-TaskName = Literal["caption", "qa", "reasoning", "commentary", "grounding", "livecc_filter"]
+TaskName = Literal["caption", "qa", "reasoning", "commentary", "grounding", "livecc_filter", "talking_head"]
 assert set(TaskName.__args__) == set(TASKS)
+
+# A clip keeps all its frames; each task picks its own count from them.
+ALL_FRAMES = 10**6
 
 # Earlier speech shown in a prompt, in characters (its end, nearest the clip).
 PREVIOUS_CHARS = 1500
@@ -42,8 +46,8 @@ class AnnotateParams(Params):
                                     description="name of the env var holding the API key; null for a local "
                                                 "endpoint without one. The key itself never goes in a recipe.")
     tasks: list[TaskName] = Field(default_factory=lambda: ["caption", "qa", "reasoning", "commentary"], min_length=1)
-    input_stage: Literal["dedup", "filter", "segment", "transcribe"] = Field(
-        "dedup", description="dedup / filter = the clips that passed them; segment = every clip; "
+    input_stage: Literal["quality", "dedup", "filter", "segment", "transcribe"] = Field(
+        "dedup", description="quality / dedup / filter = the clips that passed them; segment = every clip; "
                              "transcribe = whole videos with their word streams")
     concurrency: int = Field(8, ge=1, le=512, description="requests in flight at once")
     timeout_s: float = Field(60.0, gt=0, le=3600, description="per request")
@@ -52,7 +56,9 @@ class AnnotateParams(Params):
     backoff_max_s: float = Field(30.0, ge=0, le=600)
     temperature: float = Field(0.2, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int = Field(1024, ge=16, le=131072, description="per reply; also the worst case the budget holds")
+    max_tokens: int = Field(1024, ge=16, le=131072, description="per reply at most; a request asks for less when its "
+                                                                "schema bounds the reply (see docs/annotate.md). "
+                                                                "Also the worst case the budget holds")
     seed: int | None = Field(0, description="sent to endpoints that support it, for repeatable replies")
     response_format: Literal["json_schema", "json_object_schema", "json_object", "none"] = Field(
         "json_schema", description="structured output the endpoint supports: json_schema (OpenAI, vLLM, llama.cpp's "
@@ -65,6 +71,8 @@ class AnnotateParams(Params):
     max_words: int = Field(800, ge=1, le=20000, description="words of the clip shown to the model (the first ones)")
     frames_per_clip: int = Field(0, ge=0, le=64, description="frames sent as images to vision endpoints (from the "
                                                            "segment table's frames; 0 = text only)")
+    task_frames: dict[TaskName, int] = Field(default_factory=dict, description="frames per task, over frames_per_clip "
+                                             "and a task's own default (talking_head: 8)")
     prices: dict[str, ModelPrice] = Field(default_factory=dict, description="model -> USD per million tokens")
     budget_usd: float | None = Field(None, ge=0)
     max_tokens_total: int | None = Field(None, ge=0)
@@ -87,10 +95,14 @@ class AnnotateParams(Params):
             raise ValueError("tasks repeat")
         return v
 
+    def frames_for(self, task: str) -> int:
+        own = get_task(task).frames
+        return self.task_frames.get(task, self.frames_per_clip if own is None else own)
+
     @model_validator(mode="after")
     def _frames_need_clips(self) -> "AnnotateParams":
-        if self.frames_per_clip and self.input_stage == "transcribe":
-            raise ValueError("frames_per_clip needs clips (input_stage: dedup, filter or segment; "
+        if any(self.frames_for(t) for t in self.tasks) and self.input_stage == "transcribe":
+            raise ValueError("frames_per_clip needs clips (input_stage: quality, dedup, filter or segment; "
                              "the segment stage samples the frames)")
         return self
 
@@ -104,7 +116,7 @@ class AnnotateParams(Params):
 
 class AnnotateStage(Stage):
     name = "annotate"
-    version = "2"  # 2: multiple-choice options that are bare labels (A, B, ...) are refused
+    version = "3"  # 2: options that are bare labels (A, B, ...) are refused; 3: spans as whole seconds of the clip
     Params = AnnotateParams
     inputs = ("segment",)
     input_key = "clip_id"
@@ -143,6 +155,21 @@ class AnnotateStage(Stage):
         return "video_id" if params.input_stage == "transcribe" else "clip_id"
 
     @classmethod
+    def preflight_warnings(cls, params: AnnotateParams, recipe_dir: Path) -> list[str]:
+        import socket
+        from urllib.parse import urlsplit
+
+        url = urlsplit(params.base_url)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            socket.create_connection((url.hostname, port), timeout=2).close()
+        except OSError as exc:
+            return [f"stages.annotate.base_url: nothing answers at {url.hostname}:{port} now "
+                    f"({exc.strerror or type(exc).__name__}); start the endpoint before annotate runs, "
+                    f"or its rows end up transient (llm.*) and are retried by the next run"]
+        return []
+
+    @classmethod
     def required_env(cls, params: AnnotateParams) -> list[str]:
         return [params.api_key_env] if params.api_key_env else []
 
@@ -172,12 +199,10 @@ class AnnotateStage(Stage):
         return path if path.is_absolute() else self.ctx.recipe_dir / path
 
     def process(self, table: pa.Table) -> list[dict]:
-        clips = [_clip_from_row(r, self.params.max_words, self.params.frames_per_clip) for r in table.to_pylist()]
-        jobs = [self._annotate(clip, task) for clip in clips for task in self.params.tasks
-                if f"{clip.clip_id}:{task}" not in self.skip_row_keys]  # rows a rerun keeps as they were
+        clips = [_clip_from_row(r, self.params.max_words, ALL_FRAMES) for r in table.to_pylist()]
 
         async def run_all() -> list[dict]:
-            return list(await asyncio.gather(*jobs))
+            return [row for rows in await asyncio.gather(*map(self._annotate_clip, clips)) for row in rows]
 
         rows = self._loop.run_until_complete(run_all())
         for row in rows:
@@ -190,18 +215,43 @@ class AnnotateStage(Stage):
         b = self.budget
         return {"prompt_tokens": b.prompt_tokens, "completion_tokens": b.completion_tokens, "cost_usd": b.spent_usd}
 
+    async def _annotate_clip(self, clip: Clip) -> list[dict]:
+        """The clip's tasks in recipe order, concurrently up to each task that may filter it
+        (talking_head, livecc_filter): once one does, the tasks after it are skipped."""
+        rows: list[dict] = []
+        pending: list[str] = []
+        for i, name in enumerate(self.params.tasks):
+            if f"{clip.clip_id}:{name}" not in self.skip_row_keys:  # rows a rerun keeps as they were
+                pending.append(name)
+            if get_task(name).can_filter or i == len(self.params.tasks) - 1:
+                rows += await asyncio.gather(*(self._annotate(clip, t) for t in pending))
+                pending = []
+                gate = next((r for r in rows if r["status"] == "filtered" and get_task(r["task"]).can_filter), None)
+                if gate is not None:
+                    rest = self.params.tasks[i + 1:]
+                    return rows + [self._row(clip, t) | {"cached": True} | status.filtered(
+                        "annotate.skipped", f"{gate['task']} filtered the clip ({gate['error_code']})") for t in rest]
+        return rows
+
+    def _row(self, clip: Clip, task_name: str) -> dict:
+        return {"annotation_id": f"{clip.clip_id}:{task_name}", "clip_id": clip.clip_id, "video_id": clip.video_id,
+                "task": task_name, "model": self.params.model, "prompt_tokens": 0, "completion_tokens": 0,
+                "cost_usd": 0.0, "cached": None}
+
     async def _annotate(self, clip: Clip, task_name: str) -> dict:
         p: AnnotateParams = self.params
         task = get_task(task_name)
-        row = {"annotation_id": f"{clip.clip_id}:{task_name}", "clip_id": clip.clip_id, "video_id": clip.video_id,
-               "task": task_name, "model": p.model, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0,
-               "cached": None}
+        row = self._row(clip, task_name)
+        clip = dataclasses.replace(clip, frames=pick_evenly(clip.frames, p.frames_for(task_name)))
+        if task.frames is not None and p.frames_for(task_name) and not clip.frames:
+            return row | {"cached": False} | status.failed("annotate.no_frames", f"{task_name} looks at frames and "
+                                                           "the segment table lists none for this clip")
         try:
             frames = [data_url(self.ctx.catalog_root, f["path"]) for f in clip.frames]
         except FrameError as exc:
             return row | {"cached": False} | status.failed(exc.code, str(exc))
         messages = self.prompts.messages(task_name, clip, n_questions=p.n_questions, frames=frames)
-        schema = task.request_schema(p.n_questions)
+        schema = task.request_schema(p.n_questions, clip)
         try:
             reply = await self._complete(row, task_name, messages, schema)
             try:
@@ -221,8 +271,9 @@ class AnnotateStage(Stage):
     async def _complete(self, row: dict, task_name: str, messages: list[dict], schema: dict) -> ChatReply:
         """A reply from the cache, or from the endpoint within the budget; adds its usage to ``row``."""
         p: AnnotateParams = self.params
+        max_tokens = reply_max_tokens(schema, p.max_tokens)
         request = {"model": p.model, "messages": messages, "temperature": p.temperature, "top_p": p.top_p,
-                   "max_tokens": p.max_tokens, **({"seed": p.seed} if p.seed is not None else {}),
+                   "max_tokens": max_tokens, **({"seed": p.seed} if p.seed is not None else {}),
                    **_response_format(p.response_format, task_name, schema, p.strict_schema)}
         # The schema is part of the key even when not sent: it decides what a good reply is.
         key = request_hash({**request, "output_schema": schema})
@@ -232,7 +283,7 @@ class AnnotateStage(Stage):
             if row["cached"] is None:
                 row["cached"] = True
         else:
-            held = self.budget.reserve(p.model, messages, p.max_tokens)
+            held = self.budget.reserve(p.model, messages, max_tokens)
             try:
                 reply = await self.client.chat(**request)
             except LLMError as exc:  # a reply that came but is unusable is still paid for
@@ -255,6 +306,17 @@ class AnnotateStage(Stage):
         row["prompt_tokens"] += prompt_tokens
         row["completion_tokens"] += completion_tokens
         row["cost_usd"] += self.budget.cost(self.params.model, prompt_tokens, completion_tokens)
+
+
+# Tokens past the longest reply a schema allows: the end-of-text token, and slack.
+REPLY_SLACK_TOKENS = 8
+
+
+def reply_max_tokens(schema: dict, cap: int) -> int:
+    """``max_tokens`` of a request: enough for the longest reply the schema allows (so a
+    schema-following reply is never cut off), at most ``cap`` (the recipe's max_tokens)."""
+    longest = max_reply_chars(schema)
+    return cap if longest is None else min(cap, longest + REPLY_SLACK_TOKENS)
 
 
 def _response_format(mode: str, task_name: str, schema: dict, strict: bool) -> dict:

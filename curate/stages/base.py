@@ -178,6 +178,19 @@ class Stage:
         return []
 
     @classmethod
+    def preflight(cls, params: Params, recipe_dir: Path) -> list[str]:
+        """Problems that would stop a worker from starting, found without loading
+        anything heavy (e.g. a model that is not on this machine). Each names the
+        recipe key and how to fix it; `curate check` and `curate run` refuse the
+        recipe (exit 2) before starting Ray."""
+        return []
+
+    @classmethod
+    def preflight_warnings(cls, params: Params, recipe_dir: Path) -> list[str]:
+        """What `curate check` should mention but not refuse (e.g. an endpoint not up yet)."""
+        return []
+
+    @classmethod
     def schema(cls) -> pa.Schema:
         return schemas.table_schema(cls.name)
 

@@ -24,11 +24,12 @@ _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".gz", ".npz")
 
 
 class FilterParams(Params):
-    # open_clip architecture; 'curate-demo-clip' is the offline demo model (demo only).
-    clip_model: str = "ViT-B-32"
-    # open_clip weights tag (e.g. 'openai', fetched where a hub is reachable) or a local
-    # checkpoint file; null with clip_model 'curate-demo-clip' = the shipped demo weights.
-    clip_pretrained: str | None = "openai"
+    # open_clip architecture, chosen explicitly (no default: nothing is fetched from a
+    # hub, and the offline 'curate-demo-clip' knows only the demo's shapes and colours).
+    clip_model: str
+    # A local checkpoint file, or an open_clip weights tag (e.g. 'openai') whose weights
+    # are already in the local cache; null with 'curate-demo-clip' = the shipped demo weights.
+    clip_pretrained: str | None = None
     # Clips whose score is below this are 'filtered'; null = score only.
     min_similarity: float | None = Field(0.2, ge=-1, le=1)
     score: Literal["mean", "max"] = "mean"  # which similarity min_similarity applies to
@@ -56,6 +57,13 @@ class FilterStage(Stage):
     input_key = "clip_id"
     row_key = "clip_id"
     resources = Resources(cpus=2, memory_gb=2)
+
+    @classmethod
+    def preflight(cls, params: FilterParams, recipe_dir: Path) -> list[str]:
+        from ..vision.clip_encoder import weights_problem
+
+        problem = weights_problem(params.clip_model, params.clip_pretrained)
+        return [problem] if problem else []
 
     def setup(self) -> None:
         from ..vision.clip_encoder import ClipEncoder

@@ -96,6 +96,16 @@ class TranscribeStage(Stage):
             return cls.resources.model_copy(update={"gpus": 1.0})
         return cls.resources
 
+    @classmethod
+    def preflight(cls, params: TranscribeParams, recipe_dir: Path) -> list[str]:
+        from ..speech.asr import ModelUnavailable, resolve_model
+
+        try:
+            resolve_model(params.model, recipe_dir)
+        except ModelUnavailable as exc:
+            return [str(exc)]
+        return []
+
     def setup(self) -> None:
         p: TranscribeParams = self.params
         kwargs = dict(device=p.device, compute_type=p.compute_type, batch_size=p.batch_size,

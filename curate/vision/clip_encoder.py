@@ -1,8 +1,10 @@
 """CLIP models for the filter stage, loaded with open_clip, never from a hub at run time.
 
 A recipe names a model as an open_clip architecture plus weights:
-``clip_model: ViT-B-32`` with ``clip_pretrained: openai`` (a tag open_clip
-downloads on machines with hub access) or a local checkpoint file.
+``clip_model: ViT-B-32`` with ``clip_pretrained: openai`` (a tag whose
+weights are already in the local Hugging Face or open_clip cache) or a local
+checkpoint file. ``weights_problem`` checks that without loading, so a run
+refuses missing weights before it starts instead of reaching for a hub.
 
 ``curate-demo-clip`` is a tiny CLIP (64x64 images) that this project trains
 itself, in well under a minute on a CPU, on pictures drawn like the demo
@@ -79,6 +81,59 @@ def load_model(name: str, pretrained: str | None, threads: int | None = None):
                 f"clip_model: {DEMO_MODEL} (offline demo only)") from exc
     model.eval()
     return model, open_clip.get_tokenizer(name)
+
+
+def weights_problem(name: str, pretrained: str | None) -> str | None:
+    """Why ``name`` + ``pretrained`` cannot load on this machine without a hub, or None.
+
+    Checks without loading: the architecture is known, and the weights are a
+    local file, the shipped demo checkpoint, or already in open_clip's caches."""
+    import open_clip
+
+    register_demo_config()
+    if name not in open_clip.list_models():
+        return (f"{RECIPE_KEY}: unknown open_clip model {name!r}; e.g. ViT-B-32, or {DEMO_MODEL} for the "
+                f"offline demo (see open_clip.list_models())")
+    if name == DEMO_MODEL and not pretrained:
+        return None if DEMO_CHECKPOINT.is_file() else f"{RECIPE_KEY}: the demo checkpoint {DEMO_CHECKPOINT} is missing"
+    if not pretrained:
+        return (f"{RECIPE_KEY}: {name!r} needs weights: set clip_pretrained to a local checkpoint file or an "
+                f"open_clip tag whose weights are in the local cache")
+    if Path(pretrained).suffix or "/" in pretrained:
+        return None if Path(pretrained).is_file() else f"{RECIPE_KEY}: checkpoint file {pretrained} not found"
+    cfg = open_clip.get_pretrained_cfg(name, pretrained)
+    if not cfg:
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
+        return f"{RECIPE_KEY}: {name!r} has no weights tagged {pretrained!r} (tags: {tags})"
+    if _cached(cfg):
+        return None
+    where = cfg["hf_hub"].rsplit("/", 1)[0] if cfg.get("hf_hub") else cfg.get("url", "")
+    fetch = (f"`huggingface-cli download {where}` where there is network access (it fills the Hugging Face "
+             f"cache; copy ~/.cache/huggingface to this machine)") if cfg.get("hf_hub") else \
+        f"download {where} into ~/.cache/clip/ where there is network access"
+    return (f"{RECIPE_KEY}: weights {name}/{pretrained} are not on this machine, and curate fetches nothing "
+            f"from a model hub at run time: {fetch}, or set clip_pretrained to a local checkpoint file, or use "
+            f"clip_model: {DEMO_MODEL} with clip_pretrained: null (offline demo only)")
+
+
+def _cached(cfg: dict) -> bool:
+    """Are these weights already where open_clip looks (file, Hugging Face cache, ~/.cache/clip)?"""
+    import os
+
+    if cfg.get("file"):
+        return Path(cfg["file"]).is_file()
+    if cfg.get("hf_hub"):
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, filename = os.path.split(cfg["hf_hub"])
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        if filename.endswith((".bin", ".pth")):
+            names.insert(0, filename[:-4] + ".safetensors")
+        if any(isinstance(try_to_load_from_cache(repo, n), str) for n in names):
+            return True
+    if cfg.get("url"):
+        return (Path("~/.cache/clip").expanduser() / os.path.basename(cfg["url"])).is_file()
+    return False
 
 
 @contextlib.contextmanager

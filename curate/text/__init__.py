@@ -1,0 +1,1 @@
+"""Text quality measures of clip transcripts: language-model loss, language identity."""
