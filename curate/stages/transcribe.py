@@ -215,6 +215,8 @@ class TranscribeStage(Stage):
         return samples, rel.as_posix(), None
 
     def _catalog_path(self, rel: str) -> Path:
+        if Path(rel).is_absolute():  # a local file crawled in place (local_media: in_place)
+            return Path(rel)
         path = (self.ctx.catalog_root / rel).resolve()
         if not path.is_relative_to(self.ctx.catalog_root.resolve()):
             raise FileNotFoundError(f"{rel!r} points outside the catalog")
