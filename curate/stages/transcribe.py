@@ -100,15 +100,19 @@ class TranscribeStage(Stage):
     def preflight(cls, params: TranscribeParams, recipe_dir: Path) -> list[str]:
         from ..speech.asr import ModelUnavailable, resolve_model
 
+        from .. import devices
+
         try:
             resolve_model(params.model, recipe_dir)
         except ModelUnavailable as exc:
             return [str(exc)]
-        return []
+        return devices.preflight(params.device, "stages.transcribe.device", backend="ctranslate2")
 
     def setup(self) -> None:
+        from .. import devices
+
         p: TranscribeParams = self.params
-        kwargs = dict(device=p.device, compute_type=p.compute_type, batch_size=p.batch_size,
+        kwargs = dict(device=devices.resolve(p.device, "stages.transcribe.device", backend="ctranslate2"), compute_type=p.compute_type, batch_size=p.batch_size,
                       beam_size=p.beam_size, language=p.language,
                       # as many threads as CPUs Ray gives this worker: more would oversubscribe
                       cpu_threads=p.cpu_threads or int(self.resources.cpus),
