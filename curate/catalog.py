@@ -26,6 +26,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .storage import ObjectPath, is_object_path, read_parquet
+
 
 def fingerprint(stage: str, version: str, params: dict, upstream: list[str], extra: dict | None = None) -> str:
     """hash(stage name, stage version, params, upstream fingerprints): 16 hex chars."""
@@ -36,7 +38,7 @@ def fingerprint(stage: str, version: str, params: dict, upstream: list[str], ext
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with (path.open("rb") if is_object_path(path) else open(path, "rb")) as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -145,7 +147,7 @@ class StageDir:
         return doc
 
     def read_shard(self, shard: int) -> pa.Table:
-        return pq.read_table(self.shard_path(shard))
+        return read_parquet(self.shard_path(shard))
 
     def has_marker(self, shard: int) -> bool:
         """A cheap check for views: a readable marker naming the size of the file beside it
@@ -179,8 +181,9 @@ class StageDir:
 
 
 class Catalog:
-    def __init__(self, root: Path):
-        self.root = Path(root)
+    def __init__(self, root: Path | ObjectPath):
+        # An ObjectPath (s3://bucket/prefix) reads like a folder (curate/storage.py).
+        self.root = root if is_object_path(root) else Path(root)
 
     def stage_dir(self, stage: str, fp: str) -> StageDir:
         return StageDir(self.root / "stages" / stage / f"fp={fp}")

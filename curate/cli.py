@@ -54,7 +54,15 @@ def cmd_run(args) -> int:
 
 
 def _catalog_root(arg: str) -> Path:
-    """A catalog folder, or a recipe whose catalog is meant."""
+    """A catalog folder, an object URL (s3://bucket/prefix), or a recipe whose catalog is meant."""
+    from .storage import ObjectPath, is_object_url
+
+    if is_object_url(arg):
+        root = ObjectPath(arg)
+        if not (root / "stages").is_dir() and not (root / "runs").is_dir():
+            err_console.print(styled(f"no catalog at {root}", "red", " (no stages/ or runs/ under it)"))
+            raise SystemExit(EXIT_BAD_RECIPE)
+        return root
     path = Path(arg)
     if path.is_file() and path.suffix in (".yaml", ".yml"):
         return _load(arg).catalog

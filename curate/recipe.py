@@ -251,6 +251,11 @@ def load_recipe(path: str | Path, ray_address: str | None = None) -> Recipe:
         raise RecipeError(_format_errors(path, exc, model)) from None
     if not recipe.stage_params():
         raise RecipeError(f"{path}: stages: no stage enabled (known: {', '.join(available_stages())})")
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", str(doc.get("catalog", ""))):
+        # Path("s3://b/p") would quietly become a local folder named "s3:".
+        raise RecipeError(f"{path}: catalog: {doc['catalog']!r}: runs write their catalog to a folder (a shared "
+                          f"POSIX path on a cluster); object storage catalogs can be read with `curate sql "
+                          f"s3://...` but not yet written by a run")
     catalog = recipe.catalog if recipe.catalog.is_absolute() else (recipe_dir / recipe.catalog)
     updates: dict[str, Any] = {"path": path.resolve(), "catalog": catalog.resolve()}
     if ray_address is not None:

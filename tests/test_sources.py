@@ -149,21 +149,6 @@ def test_a_csv_manifest_carries_its_metadata_into_the_crawl_table(tmp_path, help
     assert _ok(tables["segment"]) and all(c["video_id"] == a["video_id"] for c in tables["segment"])
 
 
-@pytest.fixture
-def s3_server():
-    """A loopback S3 (moto in server mode) and the environment that points boto at it."""
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
-    try:
-        yield env
-    finally:
-        server.stop()
-
-
 @pytest.mark.slow
 def test_s3_objects_run_through_segment(tmp_path, helpers, s3_server):
     import boto3
