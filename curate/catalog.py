@@ -58,7 +58,11 @@ def shard_sha256(path: Path) -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, rename (never a half file)."""
+    """Write to a temp file in the same folder, fsync, rename (never a half file).
+    An object (ObjectPath) is one PUT: whole or absent, no rename needed."""
+    if is_object_path(path):
+        path.write_bytes(data)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -122,6 +126,8 @@ class StageDir:
         """Write the Parquet file atomically, then the marker (last). ``guard``, a context
         manager, is held around the commit (rename + marker): it may refuse by raising
         (a worker whose run lost the catalog, see run/lease.py)."""
+        if is_object_path(self.path):
+            return self._write_shard_object(shard, table, marker, guard)
         target = self.shard_path(shard)
         self.path.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{target.name}.", suffix=".tmp")
@@ -144,6 +150,24 @@ class StageDir:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        return doc
+
+    def _write_shard_object(self, shard: int, table: pa.Table, marker: dict, guard=None) -> dict:
+        """On object storage: PUT the shard (whole or absent), then PUT the marker.
+        Overwriting a shard that has a marker is safe: the marker names the old
+        file's sha256, so the pair counts as done again only with the new marker."""
+        target = self.shard_path(shard)
+        with tempfile.TemporaryDirectory(prefix="curate-shard-") as tmp:
+            local = Path(tmp) / target.name
+            pq.write_table(table, local, compression="zstd")
+            doc = dict(marker, shard=shard, rows=table.num_rows, bytes=local.stat().st_size,
+                       sha256=sha256_file(local))
+            doc["side_tables"] = {sub.name: {"bytes": f.stat().st_size} for sub in self.path.iterdir()
+                                  if not sub.name.startswith("_") and sub.is_dir()
+                                  and (f := sub / target.name).is_file()}
+            with guard if guard is not None else contextlib.nullcontext():
+                target.fs.put_file(str(local), target.key)
+                atomic_write_json(self.marker_path(shard), doc)
         return doc
 
     def read_shard(self, shard: int) -> pa.Table:

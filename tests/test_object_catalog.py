@@ -85,3 +85,41 @@ def test_a_run_into_an_s3_catalog_is_refused_before_any_work(tmp_path, helpers):
         load_recipe(recipe)
     assert helpers.run_cli("check", str(recipe)).returncode == 2
     assert not (tmp_path / "s3:").exists()
+
+
+def test_shards_commit_to_a_bucket_shard_then_marker(bucket):
+    import pyarrow as pa
+
+    from curate import schemas
+    from curate.storage import ObjectPath
+
+    sd = Catalog(ObjectPath("s3://cat/w")).stage_dir("crawl", "f00")
+    table = schemas.from_rows([{"video_id": f"v{i}", "source": f"s{i}", "status": "ok"} for i in range(3)],
+                              schemas.table_schema("crawl"))
+    doc = sd.write_shard(0, table, {"counts": {"ok": 3}})
+    assert sd.marker(0)["sha256"] == doc["sha256"] and sd.done_shards() == [0]
+    assert sd.read_shard(0).column("video_id").to_pylist() == ["v0", "v1", "v2"]
+    # A commit cut off after the shard's PUT (no marker yet) leaves nothing done.
+    sd.shard_path(1).fs.pipe_file(sd.shard_path(1).key, b"PAR1 half")
+    assert sd.done_shards() == [0] and sd.marker(1) is None
+    # A shard replaced under an old marker does not count until its own marker is written.
+    sd.shard_path(0).fs.put_file(__file__, sd.shard_path(0).key)
+    assert sd.marker(0) is None and not sd.has_marker(0)
+
+
+def test_media_goes_through_a_local_scratch_folder_per_worker(tmp_path, bucket):
+    from curate.run.scratch import MediaScratch
+    from curate.storage import ObjectPath
+
+    root = ObjectPath("s3://cat/m")
+    a, b = MediaScratch(root, tmp_path / "a"), MediaScratch(root, tmp_path / "b")
+    (tmp_path / "a/media/local-1/frames").mkdir(parents=True)
+    shutil.copy(DEMO / "demo_00.mp4", tmp_path / "a/media/local-1/video.mp4")
+    (tmp_path / "a/media/local-1/frames/0001.jpg").write_bytes(b"jpg")
+    (tmp_path / "a/media/local-1/video.mp4.part").write_bytes(b"half")
+    assert a.push(["local-1"]) == 2 and a.push(["local-1"]) == 0  # nothing twice, no partial file
+    assert b.fetch(["local-1", "local-2"]) == 2 and b.fetch(["local-1"]) == 0
+    assert (tmp_path / "b/media/local-1/video.mp4").read_bytes() == (DEMO / "demo_00.mp4").read_bytes()
+    assert (tmp_path / "b/media/local-1/frames/0001.jpg").read_bytes() == b"jpg"
+    with pytest.raises(ValueError, match="cannot name a media folder"):
+        a.fetch(["../etc"])
