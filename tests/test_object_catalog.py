@@ -79,12 +79,55 @@ def test_curate_sql_reads_a_catalog_in_a_bucket_showing_only_markered_shards(tmp
     assert result.returncode == 2 and "no catalog at s3://cat/nothing" in result.stderr
 
 
-def test_a_run_into_an_s3_catalog_is_refused_before_any_work(tmp_path, helpers):
-    recipe = helpers.write_recipe(tmp_path, {"crawl": {"sources": ["http://127.0.0.1:9/x"]}}, catalog="s3://cat/c")
-    with pytest.raises(RecipeError, match="catalog: 's3://cat/c': runs write their catalog to a folder"):
+def test_a_catalog_url_of_another_scheme_is_refused_before_any_work(tmp_path, helpers):
+    recipe = helpers.write_recipe(tmp_path, {"crawl": {"sources": ["http://127.0.0.1:9/x"]}}, catalog="ftp://h/c")
+    with pytest.raises(RecipeError, match="catalog: 'ftp://h/c': a folder, or s3://bucket/prefix"):
         load_recipe(recipe)
     assert helpers.run_cli("check", str(recipe)).returncode == 2
-    assert not (tmp_path / "s3:").exists()
+    assert not (tmp_path / "ftp:").exists()
+
+
+@pytest.mark.slow
+def test_a_run_writes_its_catalog_into_a_bucket_and_curate_sql_reads_it(tmp_path, helpers, bucket):
+    from curate.storage import ObjectPath
+
+    (tmp_path / "v").mkdir()
+    for i in (0, 1):
+        shutil.copy(DEMO / f"demo_0{i}.mp4", tmp_path / "v" / f"{i}.mp4")
+        shutil.copy(DEMO / f"demo_0{i}.en.vtt", tmp_path / "v" / f"{i}.en.vtt")
+    stages = {"crawl": {"sources": ["v"], "local_media": "copy"},
+              "transcribe": {"prefer": "captions", "languages": ["en"], "min_words": 20, "words_per_second": [1, 4]},
+              "segment": {"mode": "speech", "min_clip_s": 5, "max_clip_s": 15, "max_gap_s": 3.0,
+                          "words_per_second": [1, 4], "threshold": 15},
+              "filter": {"clip_model": "curate-demo-clip", "min_similarity": 0.2}}
+    recipe = helpers.write_recipe(tmp_path, stages, catalog="s3://cat/run", shards=2)
+    result = helpers.run_cli("run", str(recipe), env=bucket)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert not (tmp_path / "s3:").exists() and not (tmp_path / "catalog").exists()
+
+    root = ObjectPath("s3://cat/run")
+    cat = Catalog(root)
+    assert all(cat.latest(s).is_complete() for s in stages)
+    assert cat.runs()[-1]["status"] == "finished"
+    crawl = [r for s in cat.latest("crawl").done_shards() for r in cat.latest("crawl").read_shard(s).to_pylist()]
+    assert len(crawl) == 2 and all(r["status"] == "ok" for r in crawl)
+    for r in crawl:  # media went up with the shards: videos, audio-less captions, frames
+        assert (root / r["video_path"]).stat().st_size == r["video_bytes"]
+    query = ("select count(*) as clips, count(distinct f.video_id) as videos, min(e.n) as frames from filter f "
+             "join (select clip_id, count(*) as n from frame_embeddings group by clip_id) e using (clip_id)")
+    result = helpers.run_cli("sql", "s3://cat/run", "--format", "csv", "-c", query, env=bucket)
+    assert result.returncode == 0, result.stderr
+    clips, videos, frames = map(int, result.stdout.splitlines()[1].split(","))
+    assert clips >= 2 and videos == 2 and frames >= 1
+    seg = cat.latest("segment")
+    first_frame = seg.read_shard(seg.done_shards()[0]).to_pylist()[0]["frames"][0]["path"]
+    assert (root / first_frame).is_file()
+
+    # A second run finds every marker in the bucket and redoes nothing.
+    markers = {m.name: m.read_text() for m in (cat.latest("filter").path / "_done").iterdir()}
+    result = helpers.run_cli("run", str(recipe), env=bucket)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert {m.name: m.read_text() for m in (cat.latest("filter").path / "_done").iterdir()} == markers
 
 
 def test_shards_commit_to_a_bucket_shard_then_marker(bucket):
