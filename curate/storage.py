@@ -9,10 +9,8 @@ order "shard, then marker; only markered shards are done" holds without a
 rename. Credentials and endpoint come from the environment (``AWS_*``,
 ``AWS_ENDPOINT_URL``), as for s3:// sources.
 
-What is built: reading (``curate sql``, ``curate status``-style queries through
-``Catalog``) and the write primitives. What is not yet: runs writing a catalog
-on object storage (the worker's commit, the lease, media scratch folders);
-``load_recipe`` refuses ``catalog: s3://...`` until then (docs/sources.md).
+Runs write such a catalog (the worker's scratch folder: run/scratch.py);
+``curate sql`` reads it (docs/architecture.md, "On object storage").
 """
 
 from __future__ import annotations

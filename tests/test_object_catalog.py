@@ -123,6 +123,9 @@ def test_a_run_writes_its_catalog_into_a_bucket_and_curate_sql_reads_it(tmp_path
     first_frame = seg.read_shard(seg.done_shards()[0]).to_pylist()[0]["frames"][0]["path"]
     assert (root / first_frame).is_file()
 
+    result = helpers.run_cli("status", "s3://cat/run", env=bucket)
+    assert result.returncode == 0 and "filter" in result.stdout and "finished" in result.stdout, result.stderr
+
     # A second run finds every marker in the bucket and redoes nothing.
     markers = {m.name: m.read_text() for m in (cat.latest("filter").path / "_done").iterdir()}
     result = helpers.run_cli("run", str(recipe), env=bucket)
@@ -166,3 +169,75 @@ def test_media_goes_through_a_local_scratch_folder_per_worker(tmp_path, bucket):
     assert (tmp_path / "b/media/local-1/frames/0001.jpg").read_bytes() == b"jpg"
     with pytest.raises(ValueError, match="cannot name a media folder"):
         a.fetch(["../etc"])
+
+
+def _kill_session(proc) -> None:
+    """SIGKILL the run and everything it started (Ray's processes included)."""
+    import os
+    import signal
+    import subprocess
+
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    out = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        pid, sid = map(int, line.split())
+        if sid == proc.pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.mark.slow
+def test_the_demo_into_a_bucket_survives_sigkill_and_resumes_without_duplicates(tmp_path, demo_site, helpers, bucket):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from curate.storage import ObjectPath
+    from llm_fault_server import FaultServer
+    from test_pipeline import STAGES, _demo_recipe
+
+    with FaultServer() as llm:
+        path = _demo_recipe(tmp_path, demo_site.base_url, llm.base_url)
+        doc = yaml.safe_load(path.read_text())
+        doc["catalog"], doc["shards"] = "s3://cat/demo", 4
+        doc["stages"]["crawl"]["sleep_s"] = 1.5  # slow enough for the kill to land mid-crawl
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        env = os.environ | bucket | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        proc = subprocess.Popen([sys.executable, "-m", "curate.cli", "run", str(path)], env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        root = ObjectPath("s3://cat/demo")
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            sd = Catalog(root).latest("crawl")
+            if sd is not None and 1 <= len(sd.done_shards()) < 4:
+                break
+            assert proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.2)
+        _kill_session(proc)
+        crawl = Catalog(root).latest("crawl")
+        before = {s: crawl.marker(s) for s in crawl.done_shards()}
+        assert 1 <= len(before) < 4, "the kill must land in the middle of the stage"
+
+        result = helpers.run_cli("run", str(path), env=bucket)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    cat = Catalog(root)
+    after = {s: cat.latest("crawl").marker(s) for s in range(4)}
+    for shard, marker in before.items():  # done shards were not recomputed
+        assert after[shard]["finished_at"] == marker["finished_at"]
+    assert all(cat.latest(s).is_complete() for s in STAGES)
+    query = ("select (select count(*) from crawl where status = 'ok'), (select count(distinct video_id) from crawl), "
+             "(select count(*) from crawl), (select count(*) from annotate), "
+             "(select count(*) * 6 from dedup where status = 'ok')")
+    result = helpers.run_cli("sql", "s3://cat/demo", "--format", "csv", "-c", query, env=bucket)
+    assert result.returncode == 0, result.stderr
+    ok, ids, rows, annotations, expected = map(int, result.stdout.splitlines()[1].split(","))
+    assert ok == ids == rows == 4  # no duplicate, nothing lost
+    assert annotations == expected > 0

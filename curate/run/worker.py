@@ -229,6 +229,10 @@ class ShardWorker:
 
     def close(self) -> None:
         self.stage.teardown()
+        if self.scratch is not None:  # everything in it went up with its shard
+            import shutil
+
+            shutil.rmtree(self.scratch.local, ignore_errors=True)
 
 
 class ProgressBoard:
