@@ -241,3 +241,56 @@ def test_the_demo_into_a_bucket_survives_sigkill_and_resumes_without_duplicates(
     ok, ids, rows, annotations, expected = map(int, result.stdout.splitlines()[1].split(","))
     assert ok == ids == rows == 4  # no duplicate, nothing lost
     assert annotations == expected > 0
+
+
+@pytest.fixture
+def bucket_cluster(bucket):
+    """A head and a second Ray node on loopback whose workers reach the bucket
+    (the daemons hand their environment to the workers they start)."""
+    import os
+    import subprocess
+
+    from test_cluster import RAY, REPO, _free_port, _kill_sessions
+
+    port = _free_port()
+    env = os.environ | bucket | {"PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
+    sids = []
+    try:
+        for args in (["--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false"],
+                     [f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1"]):
+            proc = subprocess.Popen([RAY, "start", *args, "--num-cpus=1", "--disable-usage-stats"], env=env,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, start_new_session=True)
+            out, _ = proc.communicate(timeout=180)
+            sids.append(proc.pid)
+            assert proc.returncode == 0, out
+        yield f"127.0.0.1:{port}"
+    finally:
+        _kill_sessions(sids)
+
+
+@pytest.mark.slow
+def test_a_two_node_cluster_shares_only_the_bucket(tmp_path, helpers, bucket, bucket_cluster):
+    from curate.storage import ObjectPath
+
+    (tmp_path / "v").mkdir()
+    for i in range(4):
+        shutil.copy(DEMO / f"demo_0{i}.mp4", tmp_path / "v" / f"{i}.mp4")
+        shutil.copy(DEMO / f"demo_0{i}.en.vtt", tmp_path / "v" / f"{i}.en.vtt")
+    one_cpu = {"resources": {"cpus": 1}}  # each loopback node has one
+    stages = {"crawl": {"sources": ["v"], "local_media": "copy"},
+              "transcribe": {"prefer": "captions", "languages": ["en"], "min_words": 20, "words_per_second": [1, 4],
+                             **one_cpu},
+              "segment": {"mode": "speech", "min_clip_s": 5, "max_clip_s": 15, "max_gap_s": 3.0,
+                          "words_per_second": [1, 4], **one_cpu}}
+    recipe = helpers.write_recipe(tmp_path, stages, catalog="s3://cat/cluster", shards=4)
+    result = helpers.run_cli("run", str(recipe), "--ray-address", bucket_cluster, env=bucket)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    cat = Catalog(ObjectPath("s3://cat/cluster"))
+    run = cat.runs()[-1]
+    assert run["status"] == "finished" and run["ray"]["nodes"] == 2
+    assert all(cat.latest(s).is_complete() for s in stages)
+    clips = [r for s in range(4) for r in cat.latest("segment").read_shard(s).to_pylist() if r["status"] == "ok"]
+    assert len({c["video_id"] for c in clips}) == 4
+    assert all((ObjectPath("s3://cat/cluster") / c["frames"][0]["path"]).is_file() for c in clips)
+    assert not (tmp_path / "catalog").exists()
