@@ -152,6 +152,12 @@ def cmd_release(args) -> int:
     from .release.build import qa, release
 
     recipe = _load(args.recipe)
+    from .storage import is_object_path
+
+    if is_object_path(recipe.catalog):  # releases build files and link media in a folder
+        err_console.print(styled(f"{args.fn_name}: the catalog {recipe.catalog} is in a bucket; releases are built "
+                                 "from a catalog folder (copy it down first, e.g. aws s3 sync)", "red", ""))
+        return EXIT_BAD_RECIPE
     return release(recipe, args.version, console) if args.fn_name == "release" else qa(recipe, console)
 
 

@@ -120,9 +120,11 @@ def test_a_run_writes_its_catalog_into_a_bucket_and_curate_sql_reads_it(tmp_path
     clips, videos, frames = map(int, result.stdout.splitlines()[1].split(","))
     assert clips >= 2 and videos == 2 and frames >= 1
     seg = cat.latest("segment")
-    first_frame = seg.read_shard(seg.done_shards()[0]).to_pylist()[0]["frames"][0]["path"]
-    assert (root / first_frame).is_file()
+    clips = [r for s in seg.done_shards() for r in seg.read_shard(s).to_pylist() if r["status"] == "ok"]
+    assert clips and all((root / c["frames"][0]["path"]).is_file() for c in clips)
 
+    result = helpers.run_cli("release", str(recipe), env=bucket)
+    assert result.returncode == 2 and "releases are built from a catalog folder" in result.stderr
     result = helpers.run_cli("status", "s3://cat/run", env=bucket)
     assert result.returncode == 0 and "filter" in result.stdout and "finished" in result.stdout, result.stderr
 
