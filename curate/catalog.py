@@ -29,6 +29,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .storage import ObjectPath, is_object_path, read_parquet
+
 
 def fingerprint(stage: str, version: str, params: dict, upstream: list[str], extra: dict | None = None) -> str:
     """hash(stage name, stage version, params, upstream fingerprints): 16 hex chars."""
@@ -39,7 +41,7 @@ def fingerprint(stage: str, version: str, params: dict, upstream: list[str], ext
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with (path.open("rb") if is_object_path(path) else open(path, "rb")) as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -65,7 +67,11 @@ def schema_digest(schema: pa.Schema) -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, rename (never a half file)."""
+    """Write to a temp file in the same folder, fsync, rename (never a half file).
+    An object (ObjectPath) is one PUT: whole or absent, no rename needed."""
+    if is_object_path(path):
+        path.write_bytes(data)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -174,6 +180,8 @@ class StageDir:
         """Write the Parquet file atomically, then the marker (last). ``guard``, a context
         manager, is held around the commit (rename + marker): it may refuse by raising
         (a worker whose run lost the catalog, see run/lease.py)."""
+        if is_object_path(self.path):
+            return self._write_shard_object(shard, table, marker, guard)
         target = self.shard_path(shard)
         self.path.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{target.name}.", suffix=".tmp")
@@ -199,8 +207,26 @@ class StageDir:
             raise
         return doc
 
+    def _write_shard_object(self, shard: int, table: pa.Table, marker: dict, guard=None) -> dict:
+        """On object storage: PUT the shard (whole or absent), then PUT the marker.
+        Overwriting a shard that has a marker is safe: the marker names the old
+        file's sha256, so the pair counts as done again only with the new marker."""
+        target = self.shard_path(shard)
+        with tempfile.TemporaryDirectory(prefix="curate-shard-") as tmp:
+            local = Path(tmp) / target.name
+            pq.write_table(table, local, compression="zstd")
+            doc = dict(marker, shard=shard, rows=table.num_rows, bytes=local.stat().st_size,
+                       sha256=sha256_file(local))
+            doc["side_tables"] = {sub.name: {"bytes": f.stat().st_size} for sub in self.path.iterdir()
+                                  if not sub.name.startswith("_") and sub.is_dir()
+                                  and (f := sub / target.name).is_file()}
+            with guard if guard is not None else contextlib.nullcontext():
+                target.fs.put_file(str(local), target.key)
+                atomic_write_json(self.marker_path(shard), doc)
+        return doc
+
     def read_shard(self, shard: int) -> pa.Table:
-        return pq.read_table(self.shard_path(shard))
+        return read_parquet(self.shard_path(shard))
 
     def has_marker(self, shard: int) -> bool:
         """A cheap check for views: a readable marker naming the size of the file beside it
@@ -273,8 +299,9 @@ class StageDir:
 
 
 class Catalog:
-    def __init__(self, root: Path):
-        self.root = Path(root)
+    def __init__(self, root: Path | ObjectPath):
+        # An ObjectPath (s3://bucket/prefix) reads like a folder (curate/storage.py).
+        self.root = root if is_object_path(root) else Path(root)
         self._run_docs: dict[str, tuple[tuple[int, int], dict | None]] = {}  # file -> (size, mtime), doc
 
     def stage_dir(self, stage: str, fp: str) -> StageDir:

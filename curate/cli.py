@@ -54,7 +54,15 @@ def cmd_run(args) -> int:
 
 
 def _catalog_root(arg: str) -> Path:
-    """A catalog folder, or a recipe whose catalog is meant."""
+    """A catalog folder, an object URL (s3://bucket/prefix), or a recipe whose catalog is meant."""
+    from .storage import ObjectPath, is_object_url
+
+    if is_object_url(arg):
+        root = ObjectPath(arg)
+        if not (root / "stages").is_dir() and not (root / "runs").is_dir():
+            err_console.print(styled(f"no catalog at {root}", "red", " (no stages/ or runs/ under it)"))
+            raise SystemExit(EXIT_BAD_RECIPE)
+        return root
     path = Path(arg)
     if path.is_file() and path.suffix in (".yaml", ".yml"):
         return _load(arg).catalog
@@ -166,6 +174,12 @@ def cmd_release(args) -> int:
     from .release.build import qa, release
 
     recipe = _load(args.recipe)
+    from .storage import is_object_path
+
+    if is_object_path(recipe.catalog):  # releases build files and link media in a folder
+        err_console.print(styled(f"{args.fn_name}: the catalog {recipe.catalog} is in a bucket; releases are built "
+                                 "from a catalog folder (copy it down first, e.g. aws s3 sync)", "red", ""))
+        return EXIT_BAD_RECIPE
     return release(recipe, args.version, console) if args.fn_name == "release" else qa(recipe, console)
 
 

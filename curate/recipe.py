@@ -11,10 +11,10 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, ValidationError, create_model, field_validator
 
 from .stages import available_stages
 from .stages.base import ExistingPath, Resources
@@ -130,7 +130,8 @@ class Recipe(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    catalog: Path
+    # A folder, or an ObjectPath (s3://bucket/prefix) set by load_recipe; written as text.
+    catalog: Annotated[Path, PlainSerializer(str, return_type=str)]
     ray: RayConfig = RayConfig()
     shards: int = Field(4, ge=1, le=100_000)
     stages: Any
@@ -290,8 +291,16 @@ def load_recipe(path: str | Path, ray_address: str | None = None) -> Recipe:
         raise RecipeError(_format_errors(path, exc, model)) from None
     if not recipe.stage_params():
         raise RecipeError(f"{path}: stages: no stage enabled (known: {', '.join(available_stages())})")
-    catalog = recipe.catalog if recipe.catalog.is_absolute() else (recipe_dir / recipe.catalog)
-    updates: dict[str, Any] = {"path": path.resolve(), "catalog": catalog.resolve()}
+    from .storage import ObjectPath, is_object_url
+
+    if is_object_url(doc.get("catalog", "")):  # s3://bucket/prefix (curate/storage.py)
+        catalog = ObjectPath(doc["catalog"])
+    elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", str(doc.get("catalog", ""))):
+        # Path("ftp://h/p") would quietly become a local folder named "ftp:".
+        raise RecipeError(f"{path}: catalog: {doc['catalog']!r}: a folder, or s3://bucket/prefix / gs://bucket/prefix")
+    else:
+        catalog = (recipe.catalog if recipe.catalog.is_absolute() else (recipe_dir / recipe.catalog)).resolve()
+    updates: dict[str, Any] = {"path": path.resolve(), "catalog": catalog}
     if ray_address is not None:
         updates["ray"] = recipe.ray.model_copy(update={"address": ray_address or None})
     return recipe.model_copy(update=updates)

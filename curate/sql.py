@@ -117,8 +117,11 @@ def view_notices(stage: str, shown: StageDir | None, newer: list[StageDir]) -> l
 def open_catalog(catalog_root: Path, lazy: bool = False) -> CatalogViews:
     """An in-memory DuckDB with views over the catalog, and notices about them.
     ``lazy``: the views are created when ``CatalogViews.sql`` meets a query naming them."""
+    from .storage import register_with_duckdb
+
     catalog = Catalog(catalog_root)
     con = duckdb.connect(":memory:")
+    register_with_duckdb(con, catalog_root)  # s3:// catalogs: DuckDB reads through fsspec
     out = CatalogViews(con, [])
     for stage in catalog.stages():
         shown, newer = catalog.view_dir(stage)

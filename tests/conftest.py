@@ -72,6 +72,21 @@ def stage_table(catalog: Path, stage: str):
 
 
 @pytest.fixture
+def s3_server():
+    """A loopback S3 (moto in server mode) and the environment that points boto at it."""
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+    try:
+        yield env
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def helpers():
     class H:
         write_recipe = staticmethod(write_recipe)

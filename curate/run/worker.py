@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,9 +17,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .. import storage
 from ..catalog import Catalog, StageDir
 from ..procs import detach_from_terminal
 from .lease import WorkerLease
+from .scratch import MediaScratch
 from .shards import SHARD_COLUMN, combined_digest, join_inputs, read_stage_shard, shard_of
 from ..stages import stage_class
 from ..stages.base import Resources, StageContext, run_stage_on_table
@@ -61,16 +64,24 @@ class ShardWorker:
         for name, secret in (secrets or {}).items():
             os.environ[name] = secret.reveal()
         # Commit only while our run holds the catalog, and die with our driver (run/lease.py).
-        self.lease = WorkerLease(Path(catalog_root), run_id, driver) if run_id and driver else None
+        root = storage.catalog_root(catalog_root)
+        self.lease = WorkerLease(root, run_id, driver) if run_id and driver else None
         if self.lease is not None:
             self.lease.watch_driver()
         self.cls = stage_class(stage)
-        self.catalog = Catalog(Path(catalog_root))
+        self.catalog = Catalog(root)
         self.stage_dir = self.catalog.stage_dir(stage, fingerprint)
         self.inputs = {name: self.catalog.stage_dir(name, fp) for name, fp in inputs.items()}
         self.n_shards = n_shards
         self.board = board  # a ProgressBoard actor (or None): rows done, for the driver's bars
-        ctx = StageContext(Path(catalog_root), Path(recipe_dir), 0, n_shards, self.stage_dir.path)
+        # A catalog in a bucket: the stage works on files in a local scratch folder; media
+        # and side tables go up before the shard's marker (run/scratch.py).
+        self.scratch, local_root, self.local_stage_dir = None, root, self.stage_dir.path
+        if storage.is_object_path(root):
+            local_root = Path(tempfile.mkdtemp(prefix=f"curate-{stage}-"))
+            self.scratch = MediaScratch(root, local_root)
+            self.local_stage_dir = local_root / "stages" / stage / f"fp={fingerprint}"
+        ctx = StageContext(local_root, Path(recipe_dir), 0, n_shards, self.local_stage_dir)
         self.stage = self.cls(self.cls.Params.model_validate(params), ctx)
         self.key = self.cls.input_key_for(self.stage.params)
         if resources is not None:  # what Ray actually granted (recipe overrides included)
@@ -118,7 +129,7 @@ class ShardWorker:
         """Process one shard (or, for a global stage, all shards); write and mark it."""
         started = time.time()
         self.stage.ctx = StageContext(self.stage.ctx.catalog_root, self.stage.ctx.recipe_dir,
-                                      shard or 0, self.n_shards, self.stage_dir.path)
+                                      shard or 0, self.n_shards, self.local_stage_dir)
         table, digest = self._input(shard)
         key = self.key
         shards = list(range(self.n_shards)) if shard is None else [shard]
@@ -141,7 +152,13 @@ class ShardWorker:
         keep_rows = set(kept.filter(pc.is_in(kept.column(key), pa.array(list(retry), kept.schema.field(key).type)))
                         .column(row_key).to_pylist()) if kept is not None and retry and row_key != key else set()
         paid_before = self.stage.paid()
+        if self.scratch is not None and self.inputs and shard is not None and "video_id" in todo.column_names:
+            self.scratch.fetch(todo.column("video_id").to_pylist())
+        if self.scratch is not None and shard is not None:
+            self._pull_side_tables(shard)
         new = self._process(todo, whole=shard is None, skip=keep_rows)
+        if self.scratch is not None and "video_id" in new.column_names:
+            self.scratch.push(new.column("video_id").to_pylist())
         paid = {k: v - paid_before.get(k, 0) for k, v in self.stage.paid().items()}
         if keep_rows:
             kept_ids = pa.array(list(keep_rows), new.schema.field(row_key).type)
@@ -156,6 +173,8 @@ class ShardWorker:
             marker = {"stage": self.cls.name, "fingerprint": self.stage_dir.fingerprint,
                       "upstream": digest, "seconds": round(time.time() - started, 3),
                       "reprocessed_rows": todo.num_rows, "finished_at": time.time()} | table_stats(part)
+            if self.scratch is not None:
+                self._push_side_tables(s)
             guard = self.lease.commit() if self.lease is not None else None
             summaries.append(self.stage_dir.write_shard(s, part, marker, guard=guard))
         return {"shards": summaries, "seconds": time.time() - started, "paid": paid}
@@ -175,6 +194,26 @@ class ShardWorker:
         starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
         ends = np.r_[starts[1:], len(owner)]
         return {int(owner[a]): result.slice(a, b - a) for a, b in zip(starts, ends)}
+
+    def _pull_side_tables(self, shard: int) -> None:
+        """An earlier write's side tables, which a partial redo extends (filter's embeddings)."""
+        name = self.stage_dir.shard_path(shard).name
+        for sub in self.stage_dir.path.iterdir():
+            if sub.name.startswith("_") or not (sub / name).is_file():
+                continue
+            local = self.local_stage_dir / sub.name / name
+            local.parent.mkdir(parents=True, exist_ok=True)
+            sub.fs.get_file((sub / name).key, str(local))
+
+    def _push_side_tables(self, shard: int) -> None:
+        """Side tables the stage wrote into the scratch folder go up before the marker."""
+        name = self.stage_dir.shard_path(shard).name
+        if not self.local_stage_dir.is_dir():
+            return
+        for sub in sorted(p for p in self.local_stage_dir.iterdir() if p.is_dir() and not p.name.startswith("_")):
+            if (sub / name).is_file():
+                target = self.stage_dir.path / sub.name / name
+                target.fs.put_file(str(sub / name), target.key)
 
     def _process(self, todo: pa.Table, whole: bool, skip: set | None = None) -> pa.Table:
         """Run the stage over ``todo`` in slices, telling the board after each one."""
@@ -208,6 +247,10 @@ class ShardWorker:
 
     def close(self) -> None:
         self.stage.teardown()
+        if self.scratch is not None:  # everything in it went up with its shard
+            import shutil
+
+            shutil.rmtree(self.scratch.local, ignore_errors=True)
 
 
 class ProgressBoard:

@@ -1,4 +1,5 @@
-"""Crawl: yt-dlp's Python API (never a shell) downloads video, captions and info JSON.
+"""Crawl: yt-dlp's Python API (never a shell) downloads video, captions and info JSON;
+local files and s3:// / gs:// objects go through ``crawl_files`` (curate.sources lists them).
 
 Each source (video URL, playlist, channel, RSS feed) becomes one row per
 video. Media lands in ``media/<video_id>/`` where the id is built from the
@@ -19,18 +20,26 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from .. import status
+from .. import sources, status
 from ..catalog import atomic_write_json, sha256_file
 from ..crawl_errors import CrawlFault, classify
 from ..media.probe import CorruptMedia, probe
 from ..status import Status
 from .base import ExistingPath, Params, RecipePath, Resources, Stage
 
-_URL = re.compile(r"^https?://\S+$")
 
 
 class CrawlParams(Params):
-    sources: list[str] = Field(description="URLs (video, playlist, channel, feed) or a file of them, one per line")
+    sources: list[str] = Field(description="URLs (video, playlist, channel, feed, s3://, gs://, file://), local video "
+                                           "files, folders, globs, manifests (.csv/.tsv/.jsonl/.parquet), or a file "
+                                           "listing any of them, one per line")
+    local_media: Literal["in_place", "link", "copy"] = Field(
+        "in_place", description="local files: read where they lie, or hard-link (symbolic across disks) / copy "
+                                "them into the catalog's media folder")
+    manifest_column: str | None = Field(None, description="manifests: the column naming each video (default: the "
+                                                          "first of url, video_url, path, file, ..., or videoID)")
+    storage_options: dict[str, Any] = Field({}, description="s3:// / gs:// sources: fsspec options (endpoint_url, "
+                                                            "anon, ...); credentials come from the usual environment")
     max_height: int = Field(360, ge=144, le=4320, description="cap on the downloaded video height")
     subtitles: list[str] = Field(["en"], description="caption languages to fetch (manual and automatic)")
     caption_formats: list[Literal["json3", "vtt", "srt", "srv3", "ttml"]] = ["json3", "vtt", "srt"]
@@ -48,30 +57,20 @@ class CrawlParams(Params):
     @field_validator("sources", mode="before")
     @classmethod
     def _expand_sources(cls, value: Any) -> list[str]:
-        from .base import _existing
+        from .base import _RECIPE_DIR
 
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list) or not value:
-            raise ValueError("give at least one URL, or the path of a file listing URLs")
-        urls: list[str] = []
+            raise ValueError("give at least one URL, path or manifest, or the path of a file listing them")
+        out: list[str] = []
         for item in value:
             if not isinstance(item, str):
                 raise ValueError(f"a source is a URL or a file path, got {item!r}")
-            if _URL.match(item):
-                urls.append(item)
-                continue
-            path = _existing(Path(item))
-            for n, line in enumerate(path.read_text().splitlines(), 1):
-                line = line.strip()
-                if not line or line.startswith("#"):
-                    continue
-                if not _URL.match(line):
-                    raise ValueError(f"{path}:{n}: not an http(s) URL: {line!r}")
-                urls.append(line)
-        if not urls:
-            raise ValueError("the sources list no URL")
-        return urls
+            out.extend(sources.normalize(item, _RECIPE_DIR.get()))
+        if not out:
+            raise ValueError("the sources list no URL or path")
+        return out
 
 
 # Extractors whose ids come from a file or page name rather than a site-wide id.
@@ -124,7 +123,8 @@ class CrawlStage(Stage):
     name = "crawl"
     # 2: duration_s and width/height measured on the file (container clock; the
     #    displayed size, rotation and pixel aspect applied), not taken from the site
-    version = "2"
+    # 3: local files, object URLs and manifests; source_spans / source_meta columns
+    version = "3"
     Params = CrawlParams
     inputs = ()
     input_key = "source"
@@ -132,7 +132,7 @@ class CrawlStage(Stage):
     resources = Resources(cpus=1)
 
     # How to fetch, not what: changing these reuses what was downloaded.
-    OPERATIONAL = {"cookies", "proxy", "rate_limit", "sleep_s", "download_archive", "retries", "backoff_s",
+    OPERATIONAL = {"storage_options", "cookies", "proxy", "rate_limit", "sleep_s", "download_archive", "retries", "backoff_s",
                    "max_retry_wait_s", "socket_timeout_s"}
 
     @classmethod
@@ -142,7 +142,7 @@ class CrawlStage(Stage):
     @classmethod
     def source_rows(cls, params: CrawlParams) -> list[dict]:
         """The crawl's input table: one row per source, deduplicated, in order."""
-        return [{"source": url} for url in dict.fromkeys(params.sources)]
+        return sources.expand(params.sources, params.manifest_column)
 
     # --- yt-dlp options -------------------------------------------------
     def _base_options(self) -> dict:
@@ -186,6 +186,10 @@ class CrawlStage(Stage):
     def setup(self) -> None:
         import yt_dlp
 
+        from .crawl_files import FileCrawler
+
+        self._files = FileCrawler(self.params, self.ctx, self.log)
+
         self._yt_dlp = yt_dlp
         self._ydl = yt_dlp.YoutubeDL(self._base_options())
 
@@ -195,8 +199,18 @@ class CrawlStage(Stage):
     # --- work -------------------------------------------------------------
     def process(self, table) -> list[dict]:
         rows: list[dict] = []
-        for source in table.column("source").to_pylist():
-            rows.extend(self._crawl_source(source))
+        metas = (table.column("manifest").to_pylist() if "manifest" in table.column_names
+                 else [None] * table.num_rows)
+        for source, meta in zip(table.column("source").to_pylist(), metas):
+            meta = json.loads(meta) if meta else {}
+            kind = sources.kind(source)
+            if kind == "local":
+                found = [self._files.crawl_local(source, meta)]
+            elif kind == "object":
+                found = [self._files.crawl_object(source, meta)]
+            else:
+                found = [with_manifest(r, meta) for r in self._crawl_source(source)]
+            rows.extend(found)
         return rows
 
     def _with_retries(self, fn, *args):
@@ -331,6 +345,23 @@ class CrawlStage(Stage):
         # No site id is known: key the row by the URL so it stays unique and stable.
         video_id = "unresolved-" + hashlib.sha1(url.encode()).hexdigest()[:16]
         return {"video_id": video_id, "source": source, "source_url": url} | _fault_status(fault)
+
+
+def with_manifest(row: dict, meta: dict) -> dict:
+    """A manifest's columns on a crawl row. What the list says about a video
+    (title, licence, categories) wins over the site: it is what the dataset's
+    maker asserts. Spans stay metadata (docs/sources.md)."""
+    if not meta:
+        return row
+    row = dict(row)
+    for key in ("title", "license", "categories"):
+        if meta.get(key) is not None:
+            row[key] = meta[key]
+    if meta.get("spans"):
+        row["source_spans"] = meta["spans"]
+    if meta.get("extra"):
+        row["source_meta"] = json.dumps(meta["extra"], default=str, ensure_ascii=False)
+    return row
 
 
 def _measured(media, info: dict) -> dict:

@@ -35,6 +35,10 @@ class FilterParams(Params):
     score: Literal["mean", "max"] = "mean"  # which similarity min_similarity applies to
     use_title: bool = False  # also score frames against the video title (kept as title_sim)
     batch_size: int = Field(64, ge=1, le=4096)
+    # auto: a GPU when the worker sees one (resources.gpus reserves it), else the CPU.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # auto: fp16 on a GPU, fp32 on the CPU (fp16 asked for on a CPU is switched off).
+    precision: Literal["auto", "fp16", "fp32"] = "auto"
 
     @field_validator("clip_pretrained")
     @classmethod
@@ -59,18 +63,33 @@ class FilterStage(Stage):
     resources = Resources(cpus=2, memory_gb=2)
 
     @classmethod
+    def fingerprint_params(cls, params: FilterParams, recipe_dir: Path) -> dict:
+        # Where the model runs is not what it computes: moving to a GPU reuses the table
+        # (an explicit precision is kept: fp16 and fp32 embeddings differ in the last digits).
+        return params.model_dump(mode="json", exclude={"device"} | ({"precision"} if params.precision == "auto" else set()))
+
+    @classmethod
+    def resources_for(cls, params: FilterParams) -> Resources:
+        if params.device == "cuda":
+            return cls.resources.model_copy(update={"gpus": 1.0})
+        return cls.resources
+
+    @classmethod
     def preflight(cls, params: FilterParams, recipe_dir: Path) -> list[str]:
+        from .. import devices
         from ..vision.clip_encoder import weights_problem
 
         problem = weights_problem(params.clip_model, params.clip_pretrained)
-        return [problem] if problem else []
+        return ([problem] if problem else []) + devices.preflight(params.device, "stages.filter.device")
 
     def setup(self) -> None:
+        from .. import devices
         from ..vision.clip_encoder import ClipEncoder
 
         p = self.params
+        device = devices.resolve(p.device, "stages.filter.device")
         self.encoder = ClipEncoder(p.clip_model, p.clip_pretrained, threads=max(1, int(self.resources.cpus)),
-                                   batch_size=p.batch_size)
+                                   batch_size=p.batch_size, device=device, precision=p.precision)
         self.model_label = f"{p.clip_model}/{p.clip_pretrained or 'demo'}"
 
     def process(self, table: pa.Table) -> list[dict]:
@@ -131,30 +150,33 @@ class FilterStage(Stage):
         """Embeddings for every path (zeros where unreadable) and the unreadable indices."""
         out = np.zeros((len(paths), self.encoder.dim), np.float32)
         missing: set[int] = set()
-        for start, images in self._read_batches(paths):
-            ok = [i for i, img in enumerate(images) if img is not None]
-            missing.update(start + i for i, img in enumerate(images) if img is None)
+        for start, ok, batch in self._read_batches(paths):
+            missing.update(start + i for i in range(len(paths[start:start + self.params.batch_size])) if i not in ok)
             if ok:
-                out[[start + i for i in ok]] = self.encoder.encode_frames([images[i] for i in ok])
+                out[[start + i for i in ok]] = self.encoder.embed_images(batch)
         return out, missing
 
-    def _read_batches(self, paths: list[str]) -> Iterator[tuple[int, list]]:
-        """Batches of decoded JPEGs; the next batch is read while this one is embedded."""
+    def _read_batches(self, paths: list[str]) -> Iterator[tuple[int, list[int], "np.ndarray | None"]]:
+        """(start, readable indices, model-ready batch): JPEGs are decoded, resized and
+        normalised in a background thread while the previous batch is embedded, so a
+        GPU is not left waiting on the CPU work."""
         import cv2
 
         root = self.ctx.catalog_root
         bs = self.params.batch_size
 
-        def read(start: int) -> list:
-            return [cv2.imread(str(root / p), cv2.IMREAD_COLOR) for p in paths[start:start + bs]]
+        def read(start: int):
+            images = [cv2.imread(str(root / p), cv2.IMREAD_COLOR) for p in paths[start:start + bs]]
+            ok = [i for i, img in enumerate(images) if img is not None]
+            return ok, (self.encoder.preprocess([images[i] for i in ok]) if ok else None)
 
         starts = list(range(0, len(paths), bs))
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="filter-read") as pool:
             pending = pool.submit(read, starts[0]) if starts else None
             for n, start in enumerate(starts):
-                images = pending.result()
+                ok, batch = pending.result()
                 pending = pool.submit(read, starts[n + 1]) if n + 1 < len(starts) else None
-                yield start, images
+                yield start, ok, batch
 
     def _write_side_table(self, rows: list[dict]) -> None:
         """Write this shard's frame embeddings. A partial redo (the runner reuses

@@ -100,15 +100,19 @@ class TranscribeStage(Stage):
     def preflight(cls, params: TranscribeParams, recipe_dir: Path) -> list[str]:
         from ..speech.asr import ModelUnavailable, resolve_model
 
+        from .. import devices
+
         try:
             resolve_model(params.model, recipe_dir)
         except ModelUnavailable as exc:
             return [str(exc)]
-        return []
+        return devices.preflight(params.device, "stages.transcribe.device", backend="ctranslate2")
 
     def setup(self) -> None:
+        from .. import devices
+
         p: TranscribeParams = self.params
-        kwargs = dict(device=p.device, compute_type=p.compute_type, batch_size=p.batch_size,
+        kwargs = dict(device=devices.resolve(p.device, "stages.transcribe.device", backend="ctranslate2"), compute_type=p.compute_type, batch_size=p.batch_size,
                       beam_size=p.beam_size, language=p.language,
                       # as many threads as CPUs Ray gives this worker: more would oversubscribe
                       cpu_threads=p.cpu_threads or int(self.resources.cpus),
@@ -215,6 +219,8 @@ class TranscribeStage(Stage):
         return samples, rel.as_posix(), None
 
     def _catalog_path(self, rel: str) -> Path:
+        if Path(rel).is_absolute():  # a local file crawled in place (local_media: in_place)
+            return Path(rel)
         path = (self.ctx.catalog_root / rel).resolve()
         if not path.is_relative_to(self.ctx.catalog_root.resolve()):
             raise FileNotFoundError(f"{rel!r} points outside the catalog")

@@ -178,27 +178,48 @@ def preprocess_bgr(frames: list[np.ndarray], cfg: dict) -> np.ndarray:
 
 
 class ClipEncoder:
-    """One loaded model; batched, L2-normalised embeddings as float32 numpy."""
+    """One loaded model; batched, L2-normalised embeddings as float32 numpy.
 
-    def __init__(self, name: str, pretrained: str | None, threads: int | None = None, batch_size: int = 64):
+    On a GPU the model runs in fp16 (``precision: auto``); on the CPU always in
+    fp32 (half precision there is slower, and some kernels lack it)."""
+
+    def __init__(self, name: str, pretrained: str | None, threads: int | None = None, batch_size: int = 64,
+                 device: str = "cpu", precision: str = "auto"):
+        import torch
+
         self.model, self.tokenizer = load_model(name, pretrained, threads)
         self.preprocess_cfg = dict(self.model.visual.preprocess_cfg)
         self.batch_size = batch_size
+        self.device = device
+        self.dtype = torch.float16 if device == "cuda" and precision in ("auto", "fp16") else torch.float32
+        if device == "cpu" and precision == "fp16":
+            logging.getLogger("curate.filter").warning("precision fp16 is switched off on the CPU: fp32")
+        self.model.to(device=device, dtype=self.dtype)
+
+    def preprocess(self, frames: list[np.ndarray]) -> np.ndarray:
+        """Decoded BGR frames -> the model's input batch (run it off the main thread to feed a GPU)."""
+        return preprocess_bgr(frames, self.preprocess_cfg)
 
     def encode_frames(self, frames: list[np.ndarray]) -> np.ndarray:
         import torch
 
         chunks = []
         for k in range(0, len(frames), self.batch_size):
-            batch = torch.from_numpy(preprocess_bgr(frames[k:k + self.batch_size], self.preprocess_cfg))
+            batch = torch.from_numpy(self.preprocess(frames[k:k + self.batch_size]))
             chunks.append(self.embed_images(batch))
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
 
     def embed_images(self, batch) -> np.ndarray:
+        """A preprocessed batch (NCHW float32 tensor or array) -> normalised float32 embeddings."""
         import torch
 
+        if isinstance(batch, np.ndarray):
+            batch = torch.from_numpy(batch)
+        if self.device != "cpu":
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
         with torch.inference_mode():
-            return torch.nn.functional.normalize(self.model.encode_image(batch), dim=-1).numpy()
+            emb = self.model.encode_image(batch.to(self.dtype))
+            return torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy()
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """Texts longer than the model's context are cut by its tokenizer (77 tokens for OpenAI CLIP)."""
@@ -207,8 +228,8 @@ class ClipEncoder:
         chunks = []
         with torch.inference_mode():
             for k in range(0, len(texts), self.batch_size):
-                emb = self.model.encode_text(self.tokenizer(texts[k:k + self.batch_size]))
-                chunks.append(torch.nn.functional.normalize(emb, dim=-1).numpy())
+                emb = self.model.encode_text(self.tokenizer(texts[k:k + self.batch_size]).to(self.device))
+                chunks.append(torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy())
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
 
     @property
