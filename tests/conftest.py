@@ -4,6 +4,7 @@ and small helpers to write recipes and read stage tables."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,13 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 REPO = Path(__file__).resolve().parent.parent
+
+# A suite started in the background of a non-interactive shell (`make test &`, some CI
+# runners) inherits SIGINT ignored, and so would every `curate` it starts: the tests
+# that press Ctrl-C on one would see nothing happen. A handled signal is reset to
+# its default in a child at exec, so this gives every child a normal Ctrl-C.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Segment + filter over the demo corpus, built once per session for several test modules.
 pytest_plugins = ["segment_fixtures"]
