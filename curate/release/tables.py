@@ -20,7 +20,7 @@ from ..schemas import _fields
 from ..sql import _ident, _parquet
 from .splits import decontam_match, split_case
 
-STAGES = ("crawl", "transcribe", "segment", "filter", "dedup", "annotate")
+STAGES = ("crawl", "transcribe", "segment", "filter", "dedup", "quality", "annotate")
 REQUIRED = ("crawl", "transcribe", "segment")
 
 
@@ -77,13 +77,18 @@ def build_tables(con: duckdb.DuckDBPyConnection, views: list[str], fps: dict[str
         joins.append("JOIN dedup d ON d.clip_id = s.clip_id")
         where.append("d.status = 'ok'")
         d_col = "d.nearest_cosine"
+    q_cols = "NULL::FLOAT AS lm_loss, NULL::FLOAT AS lm_loss_per_word, NULL::VARCHAR AS lm_model"
+    if "quality" in views:  # LiveCC's LM-loss band and the caption-text language check
+        joins.append("JOIN quality q ON q.clip_id = s.clip_id")
+        where.append("q.status = 'ok'")
+        q_cols = "q.lm_loss, q.lm_loss_per_word, q.lm_model"
     # Media paths in stage tables are relative to the catalog; the release sits two folders down
     # (releases/<version>/) unless its media is copied in.
     prefix = "" if release.media != "reference" else "../../"
     fingerprints = "{" + ", ".join(f"'{s}': {_lit(fps.get(s))}::VARCHAR" for s in STAGES) + "}"
     con.execute(f"""
         CREATE OR REPLACE TABLE kept AS
-        SELECT s.*, {f_cols}, {d_col} FROM segment s {' '.join(joins)} WHERE {' AND '.join(where)}""")
+        SELECT s.*, {f_cols}, {d_col}, {q_cols} FROM segment s {' '.join(joins)} WHERE {' AND '.join(where)}""")
     con.execute(f"""
         CREATE OR REPLACE TABLE work_splits AS
         WITH videos AS (SELECT DISTINCT video_id FROM kept)
@@ -99,11 +104,11 @@ def build_tables(con: duckdb.DuckDBPyConnection, views: list[str], fps: dict[str
                k.start_s, k.end_s, k.end_s - k.start_s AS duration_s,
                k.words, k.text, k.previous, k.n_words, k.words_per_second,
                t.language, t.source AS transcript_source, t.caption_asr_wer,
-               k.sim_mean, k.sim_max, k.title_sim, k.nearest_cosine,
+               k.sim_mean, k.sim_max, k.title_sim, k.nearest_cosine, k.lm_loss, k.lm_loss_per_word,
                CASE WHEN c.video_path IS NULL THEN NULL ELSE '{prefix}' || c.video_path END AS video_path,
                c.source_url, coalesce(nullif(trim(c.license), ''), {_lit(release.source_license)}) AS license,
                c.fetched_at, c.video_sha256,
-               t.model AS asr_model, t.model_version AS asr_model_version, k.clip_model,
+               t.model AS asr_model, t.model_version AS asr_model_version, k.clip_model, k.lm_model,
                {fingerprints} AS fingerprints, '{__version__}' AS curate_version,
                sp.split,
                (row_number() OVER (PARTITION BY sp.split {order}) - 1) // {release.max_shard_rows} AS _shard
@@ -185,7 +190,7 @@ def stage_counts(con: duckdb.DuckDBPyConnection, views: list[str]) -> None:
 
 
 def funnel(con: duckdb.DuckDBPyConnection, views: list[str]) -> list[dict]:
-    """Videos listed -> downloaded -> transcribed -> clips -> filter -> dedup -> decontaminated -> annotated."""
+    """Videos listed -> downloaded -> transcribed -> clips -> filter -> dedup -> quality -> decontaminated -> annotated."""
     counts = {r[0]: {"rows": r[1], "ok": r[3]} for r in con.execute("SELECT * FROM stage_counts").fetchall()}
 
     def codes(stage: str) -> str:
@@ -201,6 +206,8 @@ def funnel(con: duckdb.DuckDBPyConnection, views: list[str]) -> list[dict]:
         steps.append(("kept by filter", "clips", counts["filter"]["ok"], codes("filter")))
     if "dedup" in counts:
         steps.append(("deduplicated", "clips", counts["dedup"]["ok"], codes("dedup")))
+    if "quality" in counts:
+        steps.append(("kept by quality (LM loss, language)", "clips", counts["quality"]["ok"], codes("quality")))
     n_decon = con.execute("SELECT count(*) FROM decontaminated").fetchall()[0][0]
     released = con.execute("SELECT count(DISTINCT clip_id), count(DISTINCT video_id) FROM work_clips").fetchall()[0]
     steps.append(("released (after decontamination)", "clips", released[0],
