@@ -147,6 +147,8 @@ class StageDir:
         base = str(self.path)
         if shards is None:
             shards = self.done_shards()
+        if is_object_path(self.path):  # no plain paths in a bucket: one object read per marker
+            return {s: doc for s in shards if (doc := self.marker(s)) is not None}
         out = {}
         for s in shards:
             try:
@@ -249,11 +251,14 @@ class StageDir:
         pass and kept while the folder and its ``_done`` are unchanged: views and
         status ask for the same 1,000 markers several times per command."""
         done = self.path / "_done"
-        try:
-            stamp = (done.stat().st_mtime_ns, self.path.stat().st_mtime_ns)
-        except OSError:
-            return {}
-        cached = _MARKERS.get(self.path)
+        if is_object_path(self.path):
+            stamp = None  # a bucket "folder" has no mtime to key a cache on: read afresh
+        else:
+            try:
+                stamp = (done.stat().st_mtime_ns, self.path.stat().st_mtime_ns)
+            except OSError:
+                return {}
+        cached = _MARKERS.get(self.path) if stamp is not None else None
         if cached is not None and cached[0] == stamp:
             return cached[1]
         out = {}
@@ -266,7 +271,7 @@ class StageDir:
                 continue
         # A folder changed in the last two seconds is not cached: a second change within
         # the filesystem's timestamp granularity would leave the same stamp.
-        if time.time_ns() - max(stamp) > 2_000_000_000:
+        if stamp is not None and time.time_ns() - max(stamp) > 2_000_000_000:
             _MARKERS[self.path] = (stamp, out)
         return out
 
@@ -276,7 +281,7 @@ class StageDir:
         out = {}
         for s, doc in self.visible_markers().items():
             try:
-                same = doc.get("mtime_ns") == os.stat(f"{self.path}/shard={s:05d}.parquet").st_mtime_ns
+                same = doc.get("mtime_ns") == self.shard_path(s).stat().st_mtime_ns
             except OSError:
                 continue
             if same or self.marker(s) is not None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 
 from .catalog import Catalog, StageDir
+from .storage import is_object_path
 
 
 def _ident(name: str) -> str:
@@ -33,14 +34,17 @@ def _side_tables(sd: StageDir) -> dict[str, list[str]]:
     """Side tables' files of the shards whose marker is valid (a stray file never shows)."""
     markers = sd.visible_markers()
     out = {}
-    # scandir: the folder holds a file per shard, and only its few sub-folders matter.
-    subs = sorted(e.name for e in os.scandir(sd.path) if e.is_dir() and not e.name.startswith("_"))
+    if is_object_path(sd.path):  # a bucket: list its prefixes
+        subs = sorted(p.name for p in sd.path.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    else:  # scandir: the folder holds a file per shard, and only its few sub-folders matter
+        subs = sorted(e.name for e in os.scandir(sd.path) if e.is_dir() and not e.name.startswith("_"))
     for sub in subs:
         files = []
         for s, marker in sorted(markers.items()):
             f = f"{sd.path}/{sub}/shard={s:05d}.parquet"
             try:
-                size = os.stat(f).st_size
+                size = (sd.path / sub / f"shard={s:05d}.parquet").stat().st_size if is_object_path(sd.path) \
+                    else os.stat(f).st_size
             except OSError:
                 continue
             listed = marker.get("side_tables")
