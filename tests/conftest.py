@@ -61,6 +61,18 @@ def write_recipe(folder: Path, stages: dict, **top) -> Path:
     return path
 
 
+def kill_session(sid: int) -> None:
+    """SIGKILL every process of a session (a run and the Ray it started)."""
+    out = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        pid, s = map(int, line.split())
+        if s == sid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
     """Run `curate ...` as a user would, in a subprocess."""
     full_env = os.environ | {"PYTHONPATH": str(REPO)} | (env or {})

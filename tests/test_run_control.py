@@ -18,6 +18,7 @@ import pytest
 from curate.catalog import Catalog
 from curate.recipe import load_recipe
 from curate.run.runner import Runner
+from conftest import kill_session
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,17 +27,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _kill_session(sid: int) -> None:
-    out = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        pid, s = map(int, line.split())
-        if s == sid:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def _records(catalog: Path) -> list[dict]:
@@ -94,7 +84,7 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(tmp_path, demo_site, ray_
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=90)
     finally:
-        _kill_session(proc.pid)
+        kill_session(proc.pid)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert f"resume with: curate run {recipe}" in err

@@ -20,6 +20,7 @@ import yaml
 
 from curate.paths import data_dir
 from llm_fault_server import FaultServer
+from conftest import kill_session
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -36,18 +37,6 @@ def demo_recipe(folder: Path, site, llm_url: str, videos: int = 2, shards: int =
     path = folder / "demo.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
-
-
-def _kill_session(sid: int) -> None:
-    """SIGKILL every process of a session (the run and the Ray it started)."""
-    out = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        pid, s = map(int, line.split())
-        if s == sid:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def _stopped_in_session(sid: int) -> list[str]:
@@ -84,7 +73,7 @@ def run_in_terminal(args: list[str], timeout: float, columns: int = 100) -> tupl
         else:
             stopped = _stopped_in_session(pid)
     finally:
-        _kill_session(pid)
+        kill_session(pid)
         if code is None:
             os.waitpid(pid, 0)
         os.close(fd)
