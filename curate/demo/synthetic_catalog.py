@@ -27,7 +27,8 @@ def write_recipe(folder: Path, n_videos: int, shards: int) -> Path:
     (folder / "sources.txt").write_text("".join(f"http://127.0.0.1:9/watch/v{i:07d}\n" for i in range(n_videos)))
     doc = {"name": "synthetic", "catalog": "catalog", "shards": shards, "ray": {"num_cpus": 1},
            "stages": {"crawl": {"sources": "sources.txt"}, "transcribe": {"prefer": "captions"},
-                      "segment": {"min_clip_s": 5, "max_clip_s": 15}, "filter": {"clip_model": "curate-demo-clip", "min_similarity": None},
+                      "segment": {"min_clip_s": 5, "max_clip_s": 15},
+                      "filter": {"clip_model": "curate-demo-clip", "min_similarity": None},
                       "dedup": {}}}
     path = folder / "recipe.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
