@@ -7,6 +7,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from curate.catalog import Catalog, atomic_write_json
+from conftest import REPO
 
 TITLES = ["Best clips of [/r/videos]", "[bold]loud[/bold] title", "a :joy: day", "[red]"]
 
@@ -50,3 +51,15 @@ def test_a_validation_message_keeps_its_brackets(tmp_path, helpers):
     result = helpers.run_cli("run", str(recipe))
     assert result.returncode == 2, result.stderr
     assert "words_per_second must be [min, max]" in result.stderr
+
+
+def test_no_module_writes_rich_markup_tags():
+    """The consoles print text as it is (markup off), so a `[red]...[/red]` string would show
+    its brackets, and one holding data would be read as markup where a console has it on:
+    colour goes through curate.console.styled or style=."""
+    import re
+
+    tag = re.compile(r"\[/(red|yellow|green|bold|dim|cyan|blue|magenta)\]")
+    offenders = [f"{path.relative_to(REPO)}:{n}" for path in sorted((REPO / "curate").rglob("*.py"))
+                 for n, line in enumerate(path.read_text().splitlines(), 1) if tag.search(line)]
+    assert not offenders, offenders

@@ -10,6 +10,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
+from ..console import styled
+
 from ..paths import data_dir
 
 DEMO_QUERY = """
@@ -89,7 +91,7 @@ def _release(recipe, console: Console) -> tuple[int, Path | None]:
     if existing is not None:
         console.print(f"\nrelease {existing.name} holds these tables already")
         return 0, existing / "README.md"
-    console.print("\n[bold]Release[/bold]  (curate release <recipe>)")
+    console.print(styled("\nRelease", "bold", "  (curate release <recipe>)"))
     code = release(recipe, console=console)
     made = latest_release(recipe) if code == 0 else None
     return code, (made / "README.md" if made else None)
@@ -139,5 +141,5 @@ def run_demo(port: int = 8765, recipe: str | None = None, console: Console | Non
     console.print(DEMO_QUERY, highlight=False)
     print_result(con.sql(DEMO_QUERY), "table")
     if card is not None:
-        console.print(f"\n[bold]Dataset card[/bold]: {card}", highlight=False)
+        console.print(styled("\nDataset card", "bold", f": {card}"), highlight=False)
     return code

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from ..console import EXIT_BAD_RECIPE, EXIT_ERRORS, EXIT_OK
+from ..console import EXIT_BAD_RECIPE, EXIT_ERRORS, EXIT_OK, styled
 
 
 def release_settings(release: Path):
@@ -64,10 +64,10 @@ def validate(target: str, version: str | None, out: str | None, steps: int | Non
             release = path
             cfg = release_settings(release)
         else:
-            console.print(f"[red]{path} is neither a release folder (with manifest.json) nor a recipe[/red]")
+            console.print(styled(f"{path} is neither a release folder (with manifest.json) nor a recipe", "red"))
             return EXIT_BAD_RECIPE
     except (FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]validate refused[/red]: {exc}", highlight=False)
+        console.print(styled("validate refused", "red", f": {exc}"), highlight=False)
         return EXIT_BAD_RECIPE
     if steps is not None:
         cfg = cfg.model_copy(update={"steps": steps})
@@ -85,10 +85,10 @@ def validate(target: str, version: str | None, out: str | None, steps: int | Non
             started = True
         doc = protocol.run(release, cfg, out_dir, console)
     except ClusterUnreachable as exc:
-        console.print(f"[red]{exc}[/red]", highlight=False)
+        console.print(styled(str(exc), "red"), highlight=False)
         return EXIT_ERRORS
     except ValueError as exc:
-        console.print(f"[red]validate refused[/red]: {exc}", highlight=False)
+        console.print(styled("validate refused", "red", f": {exc}"), highlight=False)
         return EXIT_BAD_RECIPE
     finally:
         if started:

@@ -25,9 +25,11 @@ import duckdb
 import pyarrow.parquet as pq
 import yaml
 from rich.console import Console
+from rich.text import Text
 
 from .. import __version__
 from ..catalog import Catalog, atomic_write_json, sha256_file
+from ..console import styled
 from ..recipe import Recipe, ReleaseConfig
 from . import card, croissant, exports, gate, plots, splits, tables
 
@@ -109,9 +111,10 @@ def _print_results(console: Console, results: list[gate.Result], failed: list[ga
     for r in results:
         if r.passed:
             continue
-        mark = "[red]FAIL[/red]" if r in failed else "[yellow]warn[/yellow]"
+        mark = ("FAIL", "red") if r in failed else ("warn", "yellow")
         what = f"error: {r.error}" if r.error else f"{r.count} offending row(s)"
-        console.print(f"  {mark} {r.check.name} ({r.check.severity}): {what} - {r.check.meaning}", highlight=False)
+        console.print(Text.assemble("  ", mark, f" {r.check.name} ({r.check.severity}): {what} - {r.check.meaning}"),
+                      highlight=False)
         for row in r.rows[:SHOW_ROWS]:
             console.print(f"      {json.dumps(row, default=str)[:300]}", highlight=False, markup=False)
 
@@ -209,23 +212,23 @@ def latest_release(recipe: Recipe) -> Path | None:
 
 
 def release(recipe: Recipe, version: str | None = None, console: Console | None = None) -> int:
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, markup=False, emoji=False)
     cfg = recipe.release or ReleaseConfig()
     catalog = Catalog(recipe.catalog)
     releases = catalog.root / "releases"
     if version is not None and not _VERSION.match(version):
-        console.print(f"[red]bad version name {version!r}[/red] (letters, digits, . _ -; e.g. v3)")
+        console.print(styled(f"bad version name {version!r}", "red", " (letters, digits, . _ -; e.g. v3)"))
         return EXIT_REFUSED
     if not (catalog.root / "stages").is_dir():
-        console.print(f"[red]no stage tables in {catalog.root}[/red]: run `curate run` on the recipe first")
+        console.print(styled(f"no stage tables in {catalog.root}", "red", ": run `curate run` on the recipe first"))
         return EXIT_FAILED
     try:
         with _locked(catalog.root) as tmp_root:
             version = version or next_version(releases)
             target = releases / version
             if target.exists():
-                console.print(f"[red]release {version} exists[/red] ({target}); releases are immutable, "
-                              "nothing was changed (give --version for a new one)")
+                console.print(styled(f"release {version} exists", "red", f" ({target}); releases are immutable, "
+                                     "nothing was changed (give --version for a new one)"))
                 return EXIT_REFUSED
             tmp = tmp_root / f"{version}-{uuid.uuid4().hex[:8]}"
             tmp.mkdir(parents=True)
@@ -238,8 +241,8 @@ def release(recipe: Recipe, version: str | None = None, console: Console | None 
                 _print_results(console, b.results, failed)
                 if failed:
                     b.con.close()
-                    console.print(f"[red]release {version} stopped by {len(failed)} blocking check(s)[/red]; "
-                                  f"offending rows in {catalog.root / 'qa_report.json'}; nothing was released")
+                    console.print(styled(f"release {version} stopped by {len(failed)} blocking check(s)", "red",
+                                         f"; offending rows in {catalog.root / 'qa_report.json'}; nothing was released"))
                     return EXIT_FAILED
                 _publish(recipe, cfg, b, version, console)
                 console.print("built in " + ", ".join(f"{k} {v:.1f} s" for k, v in b.timings.items()))
@@ -251,7 +254,7 @@ def release(recipe: Recipe, version: str | None = None, console: Console | None 
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     except (tables.NotReady, RuntimeError) as exc:
-        console.print(f"[red]release not built[/red]: {exc}", highlight=False)
+        console.print(styled("release not built", "red", f": {exc}"), highlight=False)
         return EXIT_FAILED
     console.print(f"release {version}: {target}")
     console.print(f"card: {target / 'README.md'}")
@@ -260,7 +263,7 @@ def release(recipe: Recipe, version: str | None = None, console: Console | None 
 
 def qa(recipe: Recipe, console: Console | None = None) -> int:
     """The checks alone, over tables built from the current stage tables (nothing is released)."""
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, markup=False, emoji=False)
     cfg = recipe.release or ReleaseConfig()
     root = Catalog(recipe.catalog).root
     try:
@@ -274,7 +277,7 @@ def qa(recipe: Recipe, console: Console | None = None) -> int:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     except (tables.NotReady, RuntimeError) as exc:
-        console.print(f"[red]qa not run[/red]: {exc}", highlight=False)
+        console.print(styled("qa not run", "red", f": {exc}"), highlight=False)
         return EXIT_FAILED
     failed = gate.blocking_failures(results, cfg.gate.warnings_block)
     gate.write_report(root / "qa_report.json", results, version=None, blocked=bool(failed))
