@@ -57,7 +57,9 @@ def demo_release(request, tmp_path_factory, ray_local):
     from curate.run.runner import Runner
 
     t0 = time.perf_counter()
-    folders = more_videos(N_VIDEOS, Path(request.config.cache.mkdir("curate-demo-videos")))
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
+    videos = Path(cache.mkdir("curate-demo-videos")) if cache is not None else tmp_path_factory.mktemp("videos")
+    folders = more_videos(N_VIDEOS, videos)
     base = tmp_path_factory.mktemp("refmodel")
     with DemoSite(folders, port=0) as site:
         recipe = demo_recipe(base, base / "catalog", site.base_url)
