@@ -169,7 +169,9 @@ class Stage:
 
     @classmethod
     def resources_for(cls, params: Params) -> Resources:
-        """What a worker needs for these params (e.g. a GPU when device: cuda)."""
+        """What a worker needs for these params: a GPU when a model stage says ``device: cuda``."""
+        if getattr(params, "device", None) == "cuda":
+            return cls.resources.model_copy(update={"gpus": max(cls.resources.gpus, 1.0)})
         return cls.resources
 
     @classmethod

@@ -69,12 +69,6 @@ class FilterStage(Stage):
         return params.model_dump(mode="json", exclude={"device"} | ({"precision"} if params.precision == "auto" else set()))
 
     @classmethod
-    def resources_for(cls, params: FilterParams) -> Resources:
-        if params.device == "cuda":
-            return cls.resources.model_copy(update={"gpus": 1.0})
-        return cls.resources
-
-    @classmethod
     def preflight(cls, params: FilterParams, recipe_dir: Path) -> list[str]:
         from .. import devices
         from ..vision.clip_encoder import weights_problem

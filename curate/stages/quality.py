@@ -101,10 +101,6 @@ class QualityStage(Stage):
         first = () if params.input_stage == "segment" else (params.input_stage,)
         return first + ("segment", "transcribe")
 
-    @classmethod
-    def resources_for(cls, params: QualityParams) -> Resources:
-        return cls.resources.model_copy(update={"gpus": 1.0}) if params.device == "cuda" else cls.resources
-
     def setup(self) -> None:
         from ..text.lm_loss import LMScorer
 

@@ -91,12 +91,6 @@ class TranscribeStage(Stage):
     resources = Resources(cpus=2, memory_gb=2)
 
     @classmethod
-    def resources_for(cls, params: TranscribeParams) -> Resources:
-        if params.device == "cuda":
-            return cls.resources.model_copy(update={"gpus": 1.0})
-        return cls.resources
-
-    @classmethod
     def preflight(cls, params: TranscribeParams, recipe_dir: Path) -> list[str]:
         from ..speech.asr import ModelUnavailable, resolve_model
 
