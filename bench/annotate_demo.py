@@ -101,7 +101,9 @@ def server_cpu_s(llm) -> float:
 
 def side(tree: Path, clips_path: Path, label: str) -> dict:
     out = clips_path.with_name(f"{label}.json")
-    env = dict(os.environ, PYTHONPATH=str(tree), HF_HUB_OFFLINE="1")
+    # CURATE_BENCH_SITE: extra site folders first (e.g. another llama-cpp-python build)
+    extra = [p for p in os.environ.get("CURATE_BENCH_SITE", "").split(os.pathsep) if p]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*extra, str(tree)]), HF_HUB_OFFLINE="1")
     subprocess.run([sys.executable, __file__, "--drive", str(tree), str(clips_path), str(out)], env=env,
                    check=True, stdin=subprocess.DEVNULL)
     return json.loads(out.read_text())
