@@ -181,14 +181,9 @@ def _kill_session(proc) -> None:
 
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    out = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        pid, sid = map(int, line.split())
-        if sid == proc.pid:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    from conftest import kill_session
+
+    kill_session(proc.pid)  # what it started in its session (Ray's processes)
 
 
 @pytest.mark.slow
