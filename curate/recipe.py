@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, ValidationError, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, ValidationError, create_model, field_validator, model_validator
 
 from .stages import available_stages
 from .stages.base import ExistingPath, Resources
@@ -125,6 +125,21 @@ class ValidateConfig(BaseModel):
     bootstrap: int = Field(2000, ge=100, le=1_000_000, description="bootstrap resamples for the 95% intervals")
 
 
+class KeepMedia(BaseModel):
+    """``keep_media:``: which downloaded files stay on disk once every stage reading them
+    has finished their shard. ``false`` is short for video and audio both deleted;
+    frames and captions always stay (filter, annotate and releases read them)."""
+
+    model_config = ConfigDict(extra="forbid")
+    video: bool = True
+    audio: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        return {"video": v, "audio": v} if isinstance(v, bool) else v
+
+
 class Recipe(BaseModel):
     """Fields common to every recipe; ``stages`` is built from the stage registry."""
 
@@ -134,9 +149,17 @@ class Recipe(BaseModel):
     catalog: Annotated[Path, PlainSerializer(str, return_type=str)]
     ray: RayConfig = RayConfig()
     shards: int = Field(4, ge=1, le=100_000)
+    keep_media: KeepMedia = KeepMedia()
     stages: Any
     release: ReleaseConfig | None = None
     validate_: ValidateConfig | None = Field(None, alias="validate")
+
+    @model_validator(mode="after")
+    def _media_for_release(self) -> "Recipe":
+        if not self.keep_media.video and self.release is not None and self.release.media != "reference":
+            raise ValueError(f"keep_media.video is false, so release.media: {self.release.media} would find "
+                             "no video to put in the release (use release.media: reference, or keep the videos)")
+        return self
 
     # Filled by load_recipe, not by the YAML.
     path: Path | None = None

@@ -1,8 +1,9 @@
 """`curate run`: plan (stage, shard) units and run them on Ray.
 
-Stages run in pipeline order; within a stage every pending shard is a unit
-of work handed to a pool of Ray actors (one stage instance each, so models
-load once per worker). A shard is skipped when its marker is valid, its
+Every (stage, shard) is a unit of work. A unit runs as soon as the same
+shard of every stage it reads is done (stream.py, schedule.py), on a pool of
+Ray actors per stage (one stage instance each, so models load once per
+worker; pools.py). A shard is skipped when its marker is valid, its
 upstream shards are unchanged and it holds no ``transient`` row.
 """
 
@@ -30,7 +31,9 @@ from .shards import combined_digest, sources_by_shard
 from ..stages import available_stages
 from ..stages.base import Resources, Stage
 from .lease import RunLease
-from .worker import ProgressBoard, Secret, ShardWorker, _digest
+from .retention import MediaRetention
+from .stream import PipelineDriver, build_schedule
+from .worker import Secret, _digest
 
 log = logging.getLogger("curate.run.runner")
 
@@ -157,6 +160,7 @@ class Runner:
         self.console = console or Console(stderr=True)
         self.spent: dict[str, dict[str, float]] = {}  # per stage: what this run paid (tokens, cost)
         self._source_cache: dict[str, dict[int, list[str]]] = {}  # root stage -> its sources by shard
+        self._marker_cache: dict[tuple[str, str], dict[int, dict]] = {}
 
     # --- what is left to do ------------------------------------------------
     # Planning reads each upstream marker once per stage and hashes each source once
@@ -170,50 +174,81 @@ class Runner:
                                                           self.recipe.shards)
         return self._source_cache[p.name]
 
+    def _markers(self, name: str, fp: str) -> dict[int, dict]:
+        """A stage's valid markers by shard, read once per run and kept current as
+        units finish (``_refresh``)."""
+        key = (name, fp)
+        if key not in self._marker_cache:
+            self._marker_cache[key] = self.catalog.stage_dir(name, fp).markers(range(self.recipe.shards))
+        return self._marker_cache[key]
+
+    def _refresh(self, p: StagePlan, unit: int | None) -> None:
+        """Re-read the markers a finished unit wrote (a global unit writes every shard)."""
+        shards = range(self.recipe.shards) if unit is None else [unit]
+        fresh = self.catalog.stage_dir(p.name, p.fingerprint).markers(shards)
+        cache = self._markers(p.name, p.fingerprint)
+        for s in shards:
+            cache.pop(s, None)
+            if s in fresh:
+                cache[s] = fresh[s]
+
+    def _shard_digest(self, p: StagePlan, s: int) -> dict | None:
+        """What shard ``s`` of the stage's input is made of (None: an input shard is not done)."""
+        if not p.inputs:
+            return {"sources": _digest(self._sources(p).get(s, []))}
+        parts = {}
+        for name, fp in p.inputs.items():
+            marker = self._markers(name, fp).get(s)
+            if marker is None:
+                return None
+            parts[f"{name}/{s}"] = marker["sha256"]
+        return parts
+
     def _upstream_digests(self, p: StagePlan) -> dict[int, dict | None]:
         """Per shard, the digest of what its input is made of (None: an upstream shard is
         not done). A global stage has one digest for all shards, over every upstream marker."""
-        n = self.recipe.shards
-        if not p.inputs:
-            by_shard = self._sources(p)
-            return {s: {"sources": _digest(by_shard.get(s, []))} for s in range(n)}
-        parts: dict[int, dict | None] = {s: {} for s in range(n)}
-        for name, fp in p.inputs.items():
-            markers = self.catalog.stage_dir(name, fp).markers(range(n))
-            for s in range(n):
-                marker = markers.get(s) if parts[s] is not None else None
-                parts[s] = None if marker is None else parts[s] | {f"{name}/{s}": marker["sha256"]}
+        parts = {s: self._shard_digest(p, s) for s in range(self.recipe.shards)}
         if p.cls.scope != "global":
             return parts
         if any(v is None for v in parts.values()):
-            return {s: None for s in range(n)}
+            return {s: None for s in parts}
         every = {k: v for d in parts.values() for k, v in d.items()}
-        return {s: every for s in range(n)}
+        return {s: every for s in parts}
+
+    def needs_run(self, p: StagePlan, unit: int | None) -> bool | None:
+        """Must this unit run? False: its marker is valid for its input and holds no
+        transient row; None: an input shard is not done. A global stage's unit (None)
+        covers every shard."""
+        markers = self._markers(p.name, p.fingerprint)
+        if unit is not None:
+            upstream = self._shard_digest(p, unit)
+            if upstream is None:
+                return None
+            marker = markers.get(unit)
+            return not (marker and marker.get("upstream") == upstream and not marker["counts"].get("transient"))
+        every = self._upstream_digests(p)[0]
+        if every is None:
+            return None
+        combined = combined_digest(every)
+        for s in range(self.recipe.shards):
+            marker = markers.get(s)
+            # Markers written before combined digests hold every upstream hash.
+            if not (marker and marker.get("upstream") in (combined, every) and not marker["counts"].get("transient")):
+                return True
+        return False
 
     def pending(self, p: StagePlan) -> tuple[list[int | None], list[int]]:
-        """(units to run, shards blocked by an unfinished upstream shard)."""
-        sd = self.catalog.stage_dir(p.name, p.fingerprint)
-        digests = self._upstream_digests(p)
-        combined = None
-        todo, blocked = [], []
-        markers = sd.markers(range(self.recipe.shards))
-        for s in range(self.recipe.shards):
-            upstream = digests[s]
-            if upstream is None:
-                blocked.append(s)
-                continue
-            marker = markers.get(s)
-            if marker and p.cls.scope == "global":
-                combined = combined or combined_digest(upstream)
-                # Markers written before combined digests hold every upstream hash.
-                same = marker.get("upstream") in (combined, upstream)
-            else:
-                same = bool(marker) and marker.get("upstream") == upstream
-            if same and not marker["counts"].get("transient"):
-                continue
-            todo.append(s)
+        """(units to run, shards blocked by an unfinished upstream shard), as the catalog stands."""
+        for key in [(p.name, p.fingerprint), *p.inputs.items()]:  # read afresh
+            self._marker_cache.pop(key, None)
         if p.cls.scope == "global":
-            return ([None] if todo and not blocked else []), blocked
+            verdict = self.needs_run(p, None)
+            blocked = [s for s in range(self.recipe.shards) if self._shard_digest(p, s) is None]
+            return ([None] if verdict else []), blocked
+        todo, blocked = [], []
+        for s in range(self.recipe.shards):
+            verdict = self.needs_run(p, s)
+            (blocked if verdict is None else todo if verdict else []).append(s)
         return todo, blocked
 
     # --- running ------------------------------------------------------------
@@ -242,7 +277,7 @@ class Runner:
             "fingerprints": {p.name: p.fingerprint for p in plans},
             "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
             "status": "running",
-            "stages": {},
+            "stages": {p.name: {"fingerprint": p.fingerprint, "seconds": 0.0, "errors": []} for p in plans},
         }
         self.write_stage_docs(plans)
         result.record_path = self.catalog.write_run(run_id, record)
@@ -252,23 +287,27 @@ class Runner:
             with Progress(TextColumn("[bold]{task.description:<11}"), BarColumn(),
                           TextColumn("{task.fields[rows]:>16}"), TextColumn("{task.fields[shards]:>10}"),
                           TimeElapsedColumn(), console=self.console) as progress:
-                for p in plans:
+                schedule = build_schedule(self, plans)  # decides every unit whose inputs are settled
+                retention = MediaRetention.for_run(self, plans, schedule)
+                if any(schedule.has_ready(p.name) for p in plans):  # start Ray only when there is work
                     started = time.time()
-                    pending = self.pending(p)  # once per stage: after the stages before it ran
-                    if ray is None and pending[0]:  # start Ray only when there is work
-                        owns_ray = not _ray_up()  # set first: a Ctrl-C may land while Ray starts
-                        ray, _ = _init_ray(self.recipe, plans)
-                        record["ray"] = {"address": self.recipe.ray.address or "local",
-                                         "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
-                                         "resources": ray.cluster_resources(),
-                                         "start_s": round(time.time() - started, 3)}
-                        started = time.time()  # Ray's start-up is not the first stage's time
-                    errors = self._run_stage(ray, p, progress, pending)
-                    result.errors.extend(errors)
-                    record["stages"][p.name] = {"seconds": round(time.time() - started, 3),
-                                                "fingerprint": p.fingerprint, "errors": errors}
-                    self.catalog.write_run(run_id, record)
-        except ClusterUnreachable as exc:
+                    owns_ray = not _ray_up()  # set first: a Ctrl-C may land while Ray starts
+                    ray, _ = _init_ray(self.recipe, plans)
+                    record["ray"] = {"address": self.recipe.ray.address or "local",
+                                     "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
+                                     "resources": ray.cluster_resources(),
+                                     "start_s": round(time.time() - started, 3)}
+                    driver = PipelineDriver(self, plans, schedule, ray, progress, record,
+                                            lambda: self.catalog.write_run(run_id, record),
+                                            retention.settled if retention else None)
+                    result.errors.extend(driver.run())
+                else:
+                    for p in plans:
+                        progress.add_task(p.name, total=1, completed=1, rows="up to date",
+                                          shards=f"{self.recipe.shards}/{self.recipe.shards} shards")
+                    if retention is not None:
+                        retention.release_settled()
+        except (ClusterUnreachable, RecipeError) as exc:  # no cluster; a stage the cluster cannot hold
             record.update(status="failed", error=str(exc), finished_at=_now())
             self.catalog.write_run(run_id, record)
             raise
@@ -308,85 +347,6 @@ class Runner:
                     "stage": p.name, "version": p.cls.version, "fingerprint": p.fingerprint,
                     "params": self._recorded_params(p), "inputs": p.inputs, "shards": self.recipe.shards,
                     "created_at": dt.datetime.now(dt.timezone.utc).isoformat()})
-
-    def _run_stage(self, ray, p: StagePlan, progress: Progress, pending) -> list[str]:
-        units, blocked = pending
-        n_shards = self.recipe.shards
-        shards_done = n_shards - len(blocked) - (n_shards if units == [None] else len(units))
-        rows_todo = self._rows_to_do(p, units)
-        # skipped: the upstream is not done
-        state = f"0/{rows_todo} {p.cls.progress_unit}" if units else "skipped" if blocked else "up to date"
-        task = progress.add_task(p.name, total=max(rows_todo, 1), rows=state,
-                                 shards=f"{shards_done}/{n_shards} shards")
-        errors = []
-        if blocked:
-            errors.append(f"{p.name}: {len(blocked)} shard(s) wait for an upstream shard that did not finish")
-        if not units:
-            progress.update(task, completed=max(rows_todo, 1))  # finished: stops its clock
-            return errors
-        board = ray.remote(ProgressBoard).options(num_cpus=0).remote()
-
-        def show_rows() -> None:
-            done_rows = ray.get(board.snapshot.remote()).get(p.name, 0)
-            progress.update(task, completed=min(done_rows, rows_todo),
-                            rows=f"{done_rows}/{rows_todo} {p.cls.progress_unit}")
-        cluster_cpus = ray.cluster_resources().get("CPU", 1)
-        n_workers = max(1, min(len(units), int(cluster_cpus // max(p.resources.cpus, 0.01)) or 1,
-                               p.cls.max_workers or len(units)))
-        Worker = ray.remote(ShardWorker)
-        secrets = self._secrets(p)
-        def start_worker():
-            return Worker.options(**p.resources.ray_options()).remote(
-                p.name, p.params, str(self.recipe.catalog), str(self.recipe.path.parent), self.recipe.shards,
-                p.fingerprint, p.inputs, p.resources.model_dump(), board,
-                run_id=self.lease.run_id, driver=self.lease.doc, secrets=secrets)
-
-        actors = [start_worker() for _ in range(n_workers)]
-        queue = list(units)
-        running = {}
-        for actor in actors:
-            if queue:
-                unit = queue.pop(0)
-                running[actor.run.remote(unit)] = (actor, unit)
-        while running:
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
-            show_rows()
-            if not ready:
-                continue
-            ref = ready[0]
-            actor, unit = running.pop(ref)
-            try:
-                out = ray.get(ref)
-            except Exception as exc:  # a stage bug: report it, keep the other shards going
-                log.debug("shard failed", exc_info=True)
-                where = f"{p.name} shard {unit if unit is not None else 'all'}"
-                if _failed_in_setup(exc):  # every worker would fail the same way: stop this stage
-                    left = [unit] + [u for _, u in running.values()] + queue
-                    errors.append(f"{p.name}: its worker could not start, {len(left)} shard(s) not run: "
-                                  f"{_root_message(exc)}")
-                    for ref_left in running:
-                        ray.cancel(ref_left, force=True)
-                    running, queue = {}, []
-                    break
-                errors.append(f"{where}: {_root_message(exc)}")
-                if isinstance(exc, ray.exceptions.RayActorError):  # the worker died: replace it
-                    actor = start_worker()
-                    actors.append(actor)
-            else:
-                for k, v in (out.get("paid") or {}).items():
-                    self.spent.setdefault(p.name, {}).setdefault(k, 0)
-                    self.spent[p.name][k] += v
-                shards_done += n_shards if unit is None else 1
-                progress.update(task, shards=f"{shards_done}/{n_shards} shards")
-            if queue:
-                unit = queue.pop(0)
-                running[actor.run.remote(unit)] = (actor, unit)
-        show_rows()
-        progress.update(task, completed=max(rows_todo, 1))
-        for actor in actors:
-            ray.kill(actor)
-        ray.kill(board)
-        return errors
 
     # --- what run records and stage.json keep ------------------------------
     def _source_ref(self, p: StagePlan) -> dict:

@@ -131,6 +131,9 @@ class Stage:
     # What the progress bar counts: the primary input's rows (segment: videos).
     progress_unit: ClassVar[str] = "rows"
     resources: ClassVar[Resources] = Resources()
+    # Downloaded media the stage opens (video, audio): with keep_media: false a shard's
+    # files are deleted once every stage that reads them has finished it (run/retention.py).
+    reads_media: ClassVar[frozenset[str]] = frozenset()
     # Output row keys a rerun already holds for the input rows it hands over (set by
     # the worker: annotate's tasks that ended ok or failed when a sibling task is
     # redone). A stage may skip making them; the worker drops any it makes anyway.

@@ -24,6 +24,7 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from .. import status
+from ..media.released import released_reason
 from ..speech.clips import Clip, attach_cuts, previous_text, scene_clips, speech_clips, word_stream
 from .base import Params, Resources, Stage
 
@@ -81,6 +82,7 @@ class SegmentStage(Stage):
     input_key = "video_id"
     row_key = "clip_id"
     resources = Resources(cpus=2, memory_gb=1.5)
+    reads_media = frozenset({"video"})
     progress_unit = "videos"  # its input rows are videos; its output rows are clips
 
     @classmethod
@@ -127,6 +129,9 @@ class SegmentStage(Stage):
                                                             f"video_id {video_id!r} cannot name a media folder"))
         if not video.get("video_path"):
             return _error_row(video_id, status.failed("segment.missing", "input row has no video_path"))
+        released = released_reason(self.ctx.catalog_root, video_id, "video")
+        if released and not self._resolve(video["video_path"]).exists():
+            return _error_row(video_id, status.failed("media.released", released))
         return None
 
     def _resolve(self, video_path: str) -> Path:

@@ -19,6 +19,7 @@ from pydantic import Field, field_validator, model_validator
 
 from .. import status
 from ..speech.asr import DEFAULT_MODEL, AsrResult, normalized_wer
+from ..media.released import released_reason
 from ..media.audio import AUDIO_FILENAME, AudioDecodeError, NoAudioTrack, extract_audio, is_silent
 from ..speech.captions import CaptionParseError, parse_caption_file, words_text
 from .base import Params, Resources, Stage
@@ -89,6 +90,7 @@ class TranscribeStage(Stage):
     input_key = "video_id"
     row_key = "video_id"
     resources = Resources(cpus=2, memory_gb=2)
+    reads_media = frozenset({"video"})
 
     @classmethod
     def preflight(cls, params: TranscribeParams, recipe_dir: Path) -> list[str]:
@@ -203,6 +205,9 @@ class TranscribeStage(Stage):
             return None, None, status.filtered("asr.no_audio", "the video has no audio track")
         if not row.get("video_path"):
             return None, None, status.failed("asr.decode", "crawl row has no video_path")
+        released = released_reason(self.ctx.catalog_root, row["video_id"], "video")
+        if released and not (self.ctx.catalog_root / row["video_path"]).exists():
+            return None, None, status.failed("media.released", released)
         rel = Path("media") / row["video_id"] / AUDIO_FILENAME
         try:
             samples = extract_audio(self._catalog_path(row["video_path"]), self.ctx.catalog_root / rel)
