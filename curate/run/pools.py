@@ -9,7 +9,8 @@ for CPUs and GPUs; the rules, kept small so they cannot deadlock:
   starts a worker that would take the room it lacks, and the driver retires
   one worker elsewhere that holds what it lacks (an idle one first, the one
   quickest to restart; else the next one to finish a shard, from a stage
-  upstream of it or with a worker to spare), until the room it needs is free;
+  upstream of it or with a worker to spare, and which either has no shard of
+  its own ready or restarts in seconds), until the room it needs is free;
 - a stage's workers retire as soon as it has nothing left to run.
 
 Downstream stages are served first (runner.py), so a shard flows through the
@@ -30,7 +31,8 @@ class Worker:
     actor: Any
     ready_ref: Any  # resolves once Ray has placed the actor and its setup ran
     created: float = field(default_factory=time.monotonic)
-    placed_after_s: float | None = None  # how long it took to start (the cost of retiring it)
+    placed_after_s: float | None = None  # from creation to ready (placement wait included)
+    setup_s: float = 0.0  # its own start-up (models loaded): what retiring it costs
     unit: Unit | None = None
     busy: bool = False
 
@@ -54,6 +56,10 @@ class StagePool:
             done, _ = self._ray.wait([worker.ready_ref], timeout=0)
             if done:
                 worker.placed_after_s = time.monotonic() - worker.created
+                try:
+                    worker.setup_s = float(self._ray.get(worker.ready_ref))
+                except Exception:  # its setup failed: the shard handed to it reports why
+                    pass
         return worker.placed_after_s is not None
 
     def idle(self) -> Worker | None:
@@ -91,6 +97,9 @@ class StagePool:
 
     def holds(self, kinds: set[str]) -> bool:
         return any(self.request.get(k, 0) for k in kinds)
+
+
+CHEAP_RESTART_S = 5.0  # a worker that starts faster gives way even with work of its own left
 
 
 def request_of(ray_options: dict) -> dict[str, float]:
@@ -137,12 +146,16 @@ class Cluster:
             idle = [(w, p) for p in self.pools.values() if p is not pool and p.holds(lacking)
                     for w in p.workers if not w.busy and w.placed_after_s is not None]
             if idle:
-                worker, owner = min(idle, key=lambda wp: wp[0].placed_after_s)
+                worker, owner = min(idle, key=lambda wp: wp[0].setup_s)
                 owner.retire(worker)
 
-    def should_give_way(self, pool: StagePool) -> bool:
+    def should_give_way(self, pool: StagePool, worker: Worker) -> bool:
         """A worker of ``pool`` just finished a shard: retire it for a starved stage?
-        Only for a stage downstream of it, or when its own stage keeps another worker."""
+        Only for a stage downstream of it, or when its own stage keeps another worker;
+        and while its own stage has shards ready, only if it restarts cheaply (a
+        crawler, not a model that takes half a minute to load)."""
+        if self.wants(pool.name) and worker.setup_s > CHEAP_RESTART_S:
+            return False
         for starved, lacking in self.starving():
             if starved is pool or not pool.holds(lacking):
                 continue

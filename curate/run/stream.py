@@ -183,7 +183,7 @@ class PipelineDriver:
             self.intervals[name].append([unit, round(begin, 3), round(end, 3)])
             self.schedule.finished(name, unit, ok=True)
             self._settled(name, unit)
-            if self.cluster.should_give_way(pool):
+            if self.cluster.should_give_way(pool, worker):
                 pool.retire(worker)
         self.progress.update(self.tasks[name], shards=self._shards_text(name))
 
