@@ -376,9 +376,12 @@ class StageDir:
         """``markers()`` of every shard, from ``visible_markers``' single read: one stat
         per shard on top (status shows views and counts from the same markers)."""
         out = {}
+        local = not is_object_path(self.path)
+        base = str(self.path)
         for s, doc in self.visible_markers().items():
             try:
-                same = doc.get("mtime_ns") == self.shard_path(s).stat().st_mtime_ns
+                st = os.stat(f"{base}/shard={s:05d}.parquet") if local else self.shard_path(s).stat()
+                same = doc.get("mtime_ns") == st.st_mtime_ns
             except OSError:
                 continue
             if same or self.marker(s) is not None:

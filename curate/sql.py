@@ -15,11 +15,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from .catalog import Catalog, StageDir
 from .storage import is_object_path
+
+if TYPE_CHECKING:  # imported where a connection is made: `curate status` needs only the notices
+    import duckdb
 
 
 def _ident(name: str) -> str:
@@ -182,6 +184,8 @@ def open_catalog(catalog_root: Path, lazy: bool = False) -> CatalogViews:
     """An in-memory DuckDB with views over the catalog, and notices about them.
     ``lazy``: a stage's markers are read, and its views created, when ``CatalogViews.sql``
     (or ``ensure``) meets a query naming them; so are the notices about it."""
+    import duckdb
+
     from .storage import register_with_duckdb
 
     catalog = Catalog(catalog_root)
