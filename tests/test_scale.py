@@ -136,7 +136,8 @@ def test_a_query_reads_only_the_markers_of_the_stages_it_names(synthetic, monkey
     monkeypatch.setattr(catalog_mod, "_MARKERS", {})  # nothing remembered from the tests above
     read = []
     real = StageDir.marker_docs
-    monkeypatch.setattr(StageDir, "marker_docs", lambda self, shards=None: read.append(self.stage) or real(self, shards))
+    monkeypatch.setattr(StageDir, "marker_docs",
+                        lambda self, shards=None: read.append(self.stage) or real(self, shards))
     opened = open_catalog(load_recipe(synthetic).catalog, lazy=True)
     assert opened.sql("select 1").fetchall() == [(1,)] and read == []
     assert opened.sql("select count(*) from crawl").fetchall() == [(N_VIDEOS,)]

@@ -126,7 +126,8 @@ if {point!r} == "before-marker":
 else:
     c.StageDir._append_manifest = die
 sd = c.Catalog({str(root)!r}).stage_dir("crawl", "f" * 16)
-sd.write_shard({shard}, pa.table({{"video_id": ["killed"], "status": ["ok"], "error_code": pa.array([None], pa.string())}}), {{}})
+table = pa.table({{"video_id": ["killed"], "status": ["ok"], "error_code": pa.array([None], pa.string())}})
+sd.write_shard({shard}, table, {{}})
 """
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run([sys.executable, "-c", script], env=os.environ | {"PYTHONPATH": repo},
