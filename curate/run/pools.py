@@ -10,7 +10,9 @@ for CPUs and GPUs; the rules, kept small so they cannot deadlock:
   one worker elsewhere that holds what it lacks (an idle one first, the one
   quickest to restart; else the next one to finish a shard, from a stage
   upstream of it or with a worker to spare, and which either has no shard of
-  its own ready or restarts in seconds), until the room it needs is free;
+  its own ready or has held its room for a quantum: 10 s, or four times its
+  start-up if longer, so stages take turns in slices rather than restarting
+  a worker per shard), until the room it needs is free;
 - a stage's workers retire as soon as it has nothing left to run.
 
 Downstream stages are served first (runner.py), so a shard flows through the
@@ -99,7 +101,13 @@ class StagePool:
         return any(self.request.get(k, 0) for k in kinds)
 
 
-CHEAP_RESTART_S = 5.0  # a worker that starts faster gives way even with work of its own left
+def quantum_s(worker: Worker) -> float:
+    """How long a worker with work of its own keeps its room before giving way:
+    long enough that restarting it later costs at most a fifth of its turn."""
+    return max(MIN_QUANTUM_S, 4 * worker.setup_s)
+
+
+MIN_QUANTUM_S = 10.0
 
 
 def request_of(ray_options: dict) -> dict[str, float]:
@@ -130,14 +138,16 @@ class Cluster:
         return free
 
     def starving(self) -> list[tuple[StagePool, set[str]]]:
-        """Starved pools still waiting for room, with what they lack; downstream first."""
-        out = []
+        """Starved pools still waiting for room, with what they lack; downstream first,
+        and only the most downstream one for each kind of room (CPU, GPU, memory)."""
+        out, claimed = [], set()
         for pool in sorted(self.pools.values(), key=lambda p: -p.order):
             if not (pool.starved() or (not pool.workers and self.wants(pool.name))):
                 continue
             lacking = pool.lacking(self.free(waiting_for=pool))
-            if lacking:
+            if lacking and not lacking & claimed:
                 out.append((pool, lacking))
+            claimed |= lacking
         return out
 
     def retire_idle_for_starved(self) -> None:
@@ -152,9 +162,11 @@ class Cluster:
     def should_give_way(self, pool: StagePool, worker: Worker) -> bool:
         """A worker of ``pool`` just finished a shard: retire it for a starved stage?
         Only for a stage downstream of it, or when its own stage keeps another worker;
-        and while its own stage has shards ready, only if it restarts cheaply (a
-        crawler, not a model that takes half a minute to load)."""
-        if self.wants(pool.name) and worker.setup_s > CHEAP_RESTART_S:
+        and while its own stage has shards ready, only once it has held its room for
+        a quantum that makes its restart cheap by comparison (stages take turns in
+        slices, rather than a worker restart per shard)."""
+        if self.wants(pool.name) and worker.placed_after_s is not None and \
+                time.monotonic() - (worker.created + worker.placed_after_s) < quantum_s(worker):
             return False
         for starved, lacking in self.starving():
             if starved is pool or not pool.holds(lacking):
