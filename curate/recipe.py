@@ -133,6 +133,8 @@ class KeepMedia(BaseModel):
     model_config = ConfigDict(extra="forbid")
     video: bool = True
     audio: bool = True
+    shards_ahead: int = Field(4, ge=1, le=100_000, description="with video: false, how many crawled shards' "
+                              "videos may wait on disk for the stages that read them (crawl pauses beyond it)")
 
     @model_validator(mode="before")
     @classmethod

@@ -59,9 +59,17 @@ def _media_files(catalog: Path, suffixes=(".mp4", ".webm", ".mkv", ".wav")) -> l
 
 def test_keep_media_false_deletes_videos_once_read_and_says_why_later(tmp_path, demo_site, ray_local, helpers):
     catalog = tmp_path / "catalog"
-    recipe = helpers.write_recipe(tmp_path, _stages(demo_site), shards=2, keep_media=False)
+    recipe = helpers.write_recipe(tmp_path, _stages(demo_site), shards=3,
+                                  keep_media={"video": False, "audio": False, "shards_ahead": 1})
     result = Runner(load_recipe(recipe)).run()
     assert result.ok, result.errors
+    # Backpressure: crawl starts a shard only when no crawled shard still waits for segment.
+    units = json.loads(result.record_path.read_text())["stages"]
+    crawled = {u[0]: u for u in units["crawl"]["units"]}
+    segmented = {u[0]: u[2] for u in units["segment"]["units"]}
+    for shard, (_, start, _end) in crawled.items():
+        waiting = [s for s, u in crawled.items() if s != shard and u[2] <= start and segmented[s] > start + 0.5]
+        assert not waiting, f"crawl shard {shard} started while shards {waiting} were still on disk"
     crawl = helpers.stage_table(catalog, "crawl")
     assert all(r["status"] == "ok" for r in crawl)
     assert not _media_files(catalog)  # every video (and extracted audio) is gone ...
@@ -74,7 +82,7 @@ def test_keep_media_false_deletes_videos_once_read_and_says_why_later(tmp_path, 
     # A later change that needs the videos again gets a row that says what happened.
     stages = _stages(demo_site)
     stages["segment"]["max_gap_s"] = 2.0
-    recipe = helpers.write_recipe(tmp_path, stages, shards=2, keep_media=False)
+    recipe = helpers.write_recipe(tmp_path, stages, shards=3, keep_media=False)
     Runner(load_recipe(recipe)).run()
     rows = helpers.stage_table(catalog, "segment")
     assert {r["error_code"] for r in rows} == {"media.released"}

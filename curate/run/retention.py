@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from ..media.released import RELEASED_NOTE
 from ..storage import read_parquet
-from .schedule import SETTLED_OK, ShardSchedule
+from .schedule import SETTLED_BAD, SETTLED_OK, ShardSchedule, State
 
 if TYPE_CHECKING:
     from .runner import Runner, StagePlan
@@ -78,6 +78,25 @@ class MediaRetention:
                         self._finished(n, s) for n in [producer.name, *readers]):
                     self.released.add((kind.name, s))
                     self._release(kind, producer, s)
+
+    def may_start(self, stage: str) -> bool:
+        """Backpressure: the stage that downloads videos starts another shard only while
+        fewer than ``keep_media.shards_ahead`` of its shards hold videos that stages
+        still have to read, so disk use follows the shards in flight, not the corpus."""
+        for kind, producer, readers in self.kinds:
+            if kind.name != "video" or stage != producer.name:
+                continue
+            held = 0
+            for s, state in self.schedule.state[producer.name].items():
+                if state is State.RUNNING:
+                    held += 1
+                elif state in SETTLED_OK and (kind.name, s) not in self.released and not any(
+                        self.schedule.settled(n, None if self.schedule.stages[n].is_global else s) in SETTLED_BAD
+                        for n in readers):  # a failed reader keeps its videos, and holds nothing up
+                    held += 1
+            if held >= self.runner.recipe.keep_media.shards_ahead:
+                return False
+        return True
 
     def release_settled(self) -> None:
         """A run with nothing to do still applies keep_media to finished shards."""

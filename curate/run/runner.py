@@ -299,7 +299,7 @@ class Runner:
                                      "start_s": round(time.time() - started, 3)}
                     driver = PipelineDriver(self, plans, schedule, ray, progress, record,
                                             lambda: self.catalog.write_run(run_id, record),
-                                            retention.settled if retention else None)
+                                            retention)
                     result.errors.extend(driver.run())
                 else:
                     for p in plans:

@@ -22,6 +22,7 @@ from .worker import ProgressBoard, ShardWorker
 if TYPE_CHECKING:
     from rich.progress import Progress
 
+    from .retention import MediaRetention
     from .runner import Runner, StagePlan
 
 log = logging.getLogger("curate.run.stream")
@@ -42,10 +43,11 @@ def _iso(t: float) -> str:
 class PipelineDriver:
     def __init__(self, runner: "Runner", plans: list["StagePlan"], schedule: ShardSchedule, ray,
                  progress: "Progress", record: dict, save_record: Callable[[], None],
-                 on_settled: Callable[[str, Unit], None] | None = None):
+                 retention: "MediaRetention | None" = None):
         self.runner, self.plans, self.schedule, self.ray = runner, plans, schedule, ray
         self.progress, self.record, self.save_record = progress, record, save_record
-        self.on_settled = on_settled or (lambda stage, unit: None)
+        self.retention = retention
+        self.on_settled = retention.settled if retention else (lambda stage, unit: None)
         self.by_name = {p.name: p for p in plans}
         self.n_shards = runner.recipe.shards
         self.errors: list[str] = []
@@ -148,6 +150,8 @@ class PipelineDriver:
                 # take every CPU freed for a 2-CPU segment, one at a time, for ever.
                 self._withdraw_unplaced(p.name, pool)
             while self.schedule.has_ready(p.name):
+                if self.retention is not None and not self.retention.may_start(p.name):
+                    break  # its videos wait on disk for the stages that read them
                 worker = pool.idle()
                 if worker is None:
                     if pool.holds(reserved):
