@@ -343,6 +343,7 @@ def main() -> None:
 
     site_dir = make_videos(args.videos_dir, args.videos, args.unique)
     served = sum((site_dir / f"v{i:04d}.mp4").stat().st_size for i in range(args.videos))
+    largest_shard = 0
     base = args.dir or Path(tempfile.mkdtemp(prefix="curate-runner-bench-"))
     results: dict[int, dict] = {}
     rerun = None
@@ -361,6 +362,13 @@ def main() -> None:
                 print(f"\n(b) no-op rerun of the {most}-shard catalog", flush=True)
                 rerun = noop_rerun(results[most]["recipe"])
             if "c" not in skip:
+                from curate.run.shards import shard_of
+
+                by_shard: dict[int, int] = {}
+                for i, url in enumerate(urls):  # crawl shards by source URL
+                    s = shard_of(url, args.media_shards)
+                    by_shard[s] = by_shard.get(s, 0) + (site_dir / f"v{i:04d}.mp4").stat().st_size
+                largest_shard = max(by_shard.values())
                 print(f"\n(c) disk use, {args.media_shards} shards, sampled every 0.2 s", flush=True)
                 disk["true"] = run_setting(base, urls, args.media_shards, args.cpus, sample_disk=True)
                 probe = write_recipe(base / "keep-media-probe", urls, args.media_shards, args.cpus, keep_media=False)
@@ -374,10 +382,10 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
-    report(args, shard_counts, results, rerun, disk)
+    report(args, shard_counts, results, rerun, disk, served, largest_shard)
 
 
-def report(args, shard_counts, results, rerun, disk) -> None:
+def report(args, shard_counts, results, rerun, disk, served: int = 0, largest_shard: int = 0) -> None:
     if results:
         cols = [s for s in shard_counts if s in results]
         found = {n for s in cols for n in results[s]["stages"]}
@@ -414,7 +422,12 @@ def report(args, shard_counts, results, rerun, disk) -> None:
                   f"{r['wall']:>8.1f}{r['samples']:>8}")
         if all(isinstance(r, dict) for r in disk.values()) and len(disk) == 2:
             t, f = disk["true"]["peak"][0], disk["false"]["peak"][0]
-            print(f"peak total, keep_media false / true: {f / t:.2f}x")
+            print(f"peak total, keep_media false / true: {f / t:.2f}x; peak video files: "
+                  f"{disk['false']['peak'][2] / max(disk['true']['peak'][2], 1):.2f}x")
+        if largest_shard:
+            print(f"videos served: {_mb(served)} MB; the largest of {args.media_shards} shards holds {_mb(largest_shard)} MB"
+                  + "".join(f"; keep_media {k}: peak video files = {r['peak'][2] / largest_shard:.1f} such shards"
+                            for k, r in disk.items() if isinstance(r, dict)))
 
 
 if __name__ == "__main__":
