@@ -262,14 +262,15 @@ def run_setting(base: Path, urls: list[str], shards: int, cpus: int, keep_media:
         seconds, record = cli_run(recipe)
     finally:
         disk = sampler.stop() if sampler else None
+    load = os.getloadavg()[1]  # the 5-minute load: on a shared machine, how busy the cores were
     stages = stage_figures(record)
     out = {"recipe": recipe, "wall": seconds, "record": record, "stages": stages,
-           "ray_start": (record.get("ray") or {}).get("start_s"), "status": record.get("status")}
+           "ray_start": (record.get("ray") or {}).get("start_s"), "status": record.get("status"), "load": load}
     if disk:
         out["peak"], out["final"], out["samples"] = disk[0], disk[1], sampler.samples
     ok = _ok_rows(record)
     print(f"  shards {shards:>4}{'' if keep_media is None else f', keep_media {keep_media}'}: {seconds:7.1f} s wall, "
-          f"status {out['status']}; ok rows {ok}", flush=True)
+          f"status {out['status']}; ok rows {ok}; load average (5 min) {load:.1f}", flush=True)
     print("    " + overlap_line(stages, _time(record.get("started_at"))), flush=True)
     return out
 
@@ -396,7 +397,8 @@ def report(args, shard_counts, results, rerun, disk, served: int = 0, largest_sh
         base = results[cols[0]]["wall"]
         rows = [("wall", [results[s]["wall"] for s in cols]),
                 ("ratio vs 1st", [results[s]["wall"] / base for s in cols]),
-                ("ray start", [results[s]["ray_start"] for s in cols])]
+                ("ray start", [results[s]["ray_start"] for s in cols]),
+                ("load avg (5 min)", [results[s]["load"] for s in cols])]
         rows += [(f"stage {n}", [results[s]["stages"].get(n, {}).get("seconds") for s in cols]) for n in names]
         for label, values in rows:
             cells = "".join(f"{'-':>12}" if v is None else f"{v:>11.2f}{'x' if label.startswith('ratio') else ' '}"
