@@ -1,7 +1,7 @@
 """Runner scale figures on real videos: the same loopback videos run through
 crawl -> transcribe (captions) -> segment with `shards:` 1, 8, 64, 256, a
 no-op rerun's planning time on the most-sharded catalog, and the catalog's
-peak disk use with and without media retention (`keep_media`).
+peak disk use with and without media retention (`keep_media: false`).
 
     python bench/runner_bench.py                          # 200 videos; shards 1, 8, 64, 256 (~30 min on 2 cores)
     python bench/runner_bench.py --videos 24 --shards 1,8 --media-shards 4   # a quick run (~3 min)
@@ -239,8 +239,9 @@ def overlap_line(stages: dict[str, dict], run_started: float | None) -> str:
     if transcribe.get("started") is None or crawl.get("finished") is None:
         return "stage intervals: not in the run record (no started_at/finished_at per stage)"
     t0 = run_started if run_started is not None else min(s["started"] for s in stages.values() if s.get("started"))
-    spans = ", ".join(f"{n} {s['started'] - t0:.1f}-{s['finished'] - t0:.1f} s" for n, s in stages.items()
-                      if s.get("started") is not None and s.get("finished") is not None)
+    timed = sorted((s["started"], n, s["finished"]) for n, s in stages.items()
+                   if s.get("started") is not None and s.get("finished") is not None)
+    spans = ", ".join(f"{n} {start - t0:.1f}-{end - t0:.1f} s" for start, n, end in timed)
     early = crawl["finished"] - transcribe["started"]
     verdict = (f"transcribe started {early:.1f} s before crawl finished" if early > 0
                else f"transcribe started {-early:.1f} s after crawl finished")
@@ -271,6 +272,7 @@ def run_setting(base: Path, urls: list[str], shards: int, cpus: int, keep_media:
     ok = _ok_rows(record)
     print(f"  shards {shards:>4}{'' if keep_media is None else f', keep_media {keep_media}'}: {seconds:7.1f} s wall, "
           f"status {out['status']}; ok rows {ok}; load average (5 min) {load:.1f}", flush=True)
+    print("    stage seconds: " + ", ".join(f"{n} {stages[n]['seconds']}" for n in PIPELINE if n in stages), flush=True)
     print("    " + overlap_line(stages, _time(record.get("started_at"))), flush=True)
     return out
 
