@@ -3,7 +3,7 @@ crawl -> transcribe (captions) -> segment with `shards:` 1, 8, 64, 256, a
 no-op rerun's planning time on the most-sharded catalog, and the catalog's
 peak disk use with and without media retention (`keep_media: false`).
 
-    python bench/runner_bench.py                          # 200 videos; shards 1, 8, 64, 256 (~30 min on 2 cores)
+    python bench/runner_bench.py                          # 200 videos; shards 1, 8, 64, 256 (30-50 min on 2 cores)
     python bench/runner_bench.py --videos 24 --shards 1,8 --media-shards 4   # a quick run (~3 min)
 
 The videos come from curate's demo generator (curate/demo/corpus.py, ~37 s,
