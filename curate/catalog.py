@@ -5,6 +5,7 @@
     <root>/stages/<stage>/fp=<fingerprint>/stage.json
     <root>/stages/<stage>/fp=<fingerprint>/shard=00042.parquet
     <root>/stages/<stage>/fp=<fingerprint>/_done/00042.json
+    <root>/stages/<stage>/fp=<fingerprint>/_markers.jsonl   a copy of each marker (a cache)
     <root>/runs/<run_id>.json
     <root>/lease.json                 the live run writing the catalog (run/lease.py)
 
@@ -12,6 +13,13 @@ A shard counts as done only when its marker exists and names the file beside
 it: its size and mtime (the fast check every run and query makes), else its
 sha256 (a copied catalog: new mtimes, same bytes). ``curate verify`` re-hashes
 every shard; a stray file never counts.
+
+``_markers.jsonl`` lets a reader skip opening 1,000 marker files: the writer
+appends each marker's content with the marker file's size and mtime, and a
+reader takes the copy only for a marker file it lists with that same size and
+mtime (else it reads the file). It is a cache, never the truth: a removed
+marker is not listed, a rewritten one no longer matches its line, and a writer
+killed before its line leaves a marker that is simply read.
 """
 
 from __future__ import annotations
@@ -19,17 +27,22 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any
 
 from .storage import ObjectPath, is_object_path, read_parquet
+
+if TYPE_CHECKING:  # pyarrow is imported where a shard is written: `curate sql` and status never need it
+    import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "_markers.jsonl"  # in the fingerprint's folder, beside _done/ (see the module's docstring)
 
 
 def fingerprint(stage: str, version: str, params: dict, upstream: list[str], extra: dict | None = None) -> str:
@@ -145,17 +158,14 @@ class StageDir:
         ``marker`` judges them, in one pass over plain paths (planning and status
         read every marker of every stage: pathlib's overhead showed at 1,000 shards)."""
         base = str(self.path)
-        if shards is None:
-            shards = self.done_shards()
         if is_object_path(self.path):  # no plain paths in a bucket: one object read per marker
-            return {s: doc for s in shards if (doc := self.marker(s)) is not None}
+            return {s: doc for s in (self.done_shards() if shards is None else shards)
+                    if (doc := self.marker(s)) is not None}
         out = {}
-        for s in shards:
+        for s, doc in self.marker_docs(shards).items():
             try:
-                with open(f"{base}/_done/{s:05d}.json", "rb") as f:
-                    doc = json.loads(f.read())
                 st = os.stat(f"{base}/shard={s:05d}.parquet")
-            except (OSError, ValueError):
+            except OSError:
                 continue
             if not isinstance(doc, dict) or doc.get("bytes") != st.st_size:
                 continue
@@ -182,6 +192,8 @@ class StageDir:
         """Write the Parquet file atomically, then the marker (last). ``guard``, a context
         manager, is held around the commit (rename + marker): it may refuse by raising
         (a worker whose run lost the catalog, see run/lease.py)."""
+        import pyarrow.parquet as pq
+
         if is_object_path(self.path):
             return self._write_shard_object(shard, table, marker, guard)
         target = self.shard_path(shard)
@@ -204,6 +216,7 @@ class StageDir:
                 os.replace(tmp, target)
                 _fsync_dir(self.path)
                 atomic_write_json(self.marker_path(shard), doc)
+                self._append_manifest(shard, doc)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -213,6 +226,8 @@ class StageDir:
         """On object storage: PUT the shard (whole or absent), then PUT the marker.
         Overwriting a shard that has a marker is safe: the marker names the old
         file's sha256, so the pair counts as done again only with the new marker."""
+        import pyarrow.parquet as pq
+
         target = self.shard_path(shard)
         with tempfile.TemporaryDirectory(prefix="curate-shard-") as tmp:
             local = Path(tmp) / target.name
@@ -226,6 +241,79 @@ class StageDir:
                 target.fs.put_file(str(local), target.key)
                 atomic_write_json(self.marker_path(shard), doc)
         return doc
+
+    def _append_manifest(self, shard: int, doc: dict) -> None:
+        """Append the marker just written, with its file's size and mtime, to ``_markers.jsonl``.
+        One ``write`` on an O_APPEND file: concurrent workers' lines do not interleave on a
+        local filesystem (elsewhere a garbled line is skipped by readers). A failure only
+        costs readers a file read, so it does not fail the shard."""
+        try:
+            st = os.stat(self.marker_path(shard))
+            line = json.dumps({"shard": shard, "marker": [st.st_size, st.st_mtime_ns], "doc": doc},
+                              sort_keys=True, default=str, separators=(",", ":")) + "\n"
+            fd = os.open(self.path / MANIFEST, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.warning("could not append shard %d to %s: %s", shard, self.path / MANIFEST, exc)
+
+    def _manifest(self) -> dict[tuple[int, int, int], dict]:
+        """``_markers.jsonl`` as {(shard, marker size, marker mtime_ns): marker doc}; a line
+        that does not parse (a writer killed mid-line) is skipped."""
+        try:
+            with open(f"{self.path}/{MANIFEST}", "rb") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return {}
+        try:  # one parse for the whole file; line by line only if a line is garbled
+            entries = json.loads(b"[" + b",".join(line for line in lines if line.strip()) + b"]")
+        except ValueError:
+            entries = []
+            for line in lines:
+                try:
+                    entries.append(json.loads(line))
+                except ValueError:
+                    continue
+        out = {}
+        for e in entries:
+            try:
+                size, mtime_ns = e["marker"]
+                out[(int(e["shard"]), int(size), int(mtime_ns))] = e["doc"]
+            except (KeyError, TypeError, ValueError):
+                continue
+        return out
+
+    def marker_docs(self, shards=None) -> dict[int, dict]:
+        """The content of every marker file in ``_done`` (or of ``shards``), not yet checked
+        against its shard: from ``_markers.jsonl`` where its line names the marker file's
+        current size and mtime, else read from the file. A folder on disk only."""
+        base = str(self.path)
+        try:
+            listing = os.scandir(f"{base}/_done")
+        except OSError:
+            return {}
+        manifest = self._manifest()
+        wanted = None if shards is None else set(shards)
+        out = {}
+        with listing:
+            for entry in listing:
+                stem, _, ext = entry.name.partition(".")
+                if ext != "json" or not stem.isdigit() or (wanted is not None and int(stem) not in wanted):
+                    continue
+                s = int(stem)
+                try:
+                    st = entry.stat()
+                    doc = manifest.get((s, st.st_size, st.st_mtime_ns))
+                    if doc is None:
+                        with open(entry.path, "rb") as f:
+                            doc = json.loads(f.read())
+                except (OSError, ValueError):
+                    continue
+                if isinstance(doc, dict):
+                    out[s] = doc
+        return dict(sorted(out.items()))
 
     def read_shard(self, shard: int) -> pa.Table:
         return read_parquet(self.shard_path(shard))
@@ -262,13 +350,22 @@ class StageDir:
         if cached is not None and cached[0] == stamp:
             return cached[1]
         out = {}
-        for s in self.done_shards():
-            try:
-                doc = json.loads(self.marker_path(s).read_text())
-                if doc.get("bytes") == self.shard_path(s).stat().st_size:
-                    out[s] = doc
-            except (OSError, json.JSONDecodeError, AttributeError):
-                continue
+        if stamp is None:
+            for s in self.done_shards():
+                try:
+                    doc = json.loads(self.marker_path(s).read_text())
+                    if doc.get("bytes") == self.shard_path(s).stat().st_size:
+                        out[s] = doc
+                except (OSError, json.JSONDecodeError, AttributeError):
+                    continue
+        else:
+            base = str(self.path)
+            for s, doc in self.marker_docs().items():
+                try:
+                    if doc.get("bytes") == os.stat(f"{base}/shard={s:05d}.parquet").st_size:
+                        out[s] = doc
+                except OSError:
+                    continue
         # A folder changed in the last two seconds is not cached: a second change within
         # the filesystem's timestamp granularity would leave the same stamp.
         if stamp is not None and time.time_ns() - max(stamp) > 2_000_000_000:
@@ -279,9 +376,12 @@ class StageDir:
         """``markers()`` of every shard, from ``visible_markers``' single read: one stat
         per shard on top (status shows views and counts from the same markers)."""
         out = {}
+        local = not is_object_path(self.path)
+        base = str(self.path)
         for s, doc in self.visible_markers().items():
             try:
-                same = doc.get("mtime_ns") == self.shard_path(s).stat().st_mtime_ns
+                st = os.stat(f"{base}/shard={s:05d}.parquet") if local else self.shard_path(s).stat()
+                same = doc.get("mtime_ns") == st.st_mtime_ns
             except OSError:
                 continue
             if same or self.marker(s) is not None:

@@ -78,24 +78,30 @@ def cmd_sql(args) -> int:
     from .sql import open_catalog
 
     opened = open_catalog(_catalog_root(args.catalog), lazy=True)  # views made as queries name them
-    con, views = opened.con, opened.views
-    for notice in opened.notices:  # stderr: a query's output on stdout stays clean
-        err_console.print(f"notice: {notice}", markup=False, highlight=False)
+    con = opened.con
     if args.command and args.query:
         err_console.print("give the query once: as the argument after the catalog, or with -c")
         return EXIT_BAD_RECIPE  # argparse also exits 2 on usage errors
     args.command = args.command or args.query
+
+    def notices():  # about the views made (stderr: a query's output on stdout stays clean)
+        for notice in opened.notices:
+            err_console.print(f"notice: {notice}", markup=False, highlight=False)
+
     if not args.command:
         from .sql_shell import run_shell
 
         opened.ensure()  # every view, as the shell's queries are not known up front
-        return run_shell(con, views, show=lambda rel: print_result(rel, args.format),
+        notices()
+        return run_shell(con, opened.views, show=lambda rel: print_result(rel, args.format),
                          say=lambda text: err_console.print(text, markup=False, highlight=False),
                          error=lambda text: err_console.print(text, style="red", markup=False, highlight=False))
     try:
-        print_result(opened.sql(args.command), args.format)
+        opened.ensure(args.command)
+        notices()
+        print_result(con.sql(args.command), args.format)
     except duckdb.Error as exc:
-        err_console.print(styled(str(exc), "red", f"\nviews: {', '.join(views)}"), highlight=False)
+        err_console.print(styled(str(exc), "red", f"\nviews: {', '.join(opened.names())}"), highlight=False)
         return EXIT_ERRORS
     return EXIT_OK
 

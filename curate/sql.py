@@ -15,11 +15,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from .catalog import Catalog, StageDir
 from .storage import is_object_path
+
+if TYPE_CHECKING:  # imported where a connection is made: `curate status` needs only the notices
+    import duckdb
 
 
 def _ident(name: str) -> str:
@@ -30,15 +32,22 @@ def _files(sd: StageDir) -> list[str]:
     return [f"{sd.path}/shard={s:05d}.parquet" for s in sd.visible_shards()]
 
 
+def _subfolders(sd: StageDir) -> list[str]:
+    """The side tables' folders of a fingerprint (e.g. ``frame_embeddings``)."""
+    if is_object_path(sd.path):  # a bucket: list its prefixes
+        return sorted(p.name for p in sd.path.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    try:  # scandir: the folder holds a file per shard, and only its few sub-folders matter
+        with os.scandir(sd.path) as entries:
+            return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("_"))
+    except OSError:
+        return []
+
+
 def _side_tables(sd: StageDir) -> dict[str, list[str]]:
     """Side tables' files of the shards whose marker is valid (a stray file never shows)."""
     markers = sd.visible_markers()
     out = {}
-    if is_object_path(sd.path):  # a bucket: list its prefixes
-        subs = sorted(p.name for p in sd.path.iterdir() if p.is_dir() and not p.name.startswith("_"))
-    else:  # scandir: the folder holds a file per shard, and only its few sub-folders matter
-        subs = sorted(e.name for e in os.scandir(sd.path) if e.is_dir() and not e.name.startswith("_"))
-    for sub in subs:
+    for sub in _subfolders(sd):
         files = []
         for s, marker in sorted(markers.items()):
             f = f"{sd.path}/{sub}/shard={s:05d}.parquet"
@@ -69,28 +78,81 @@ def _one_schema(sd: StageDir) -> bool:
 
 
 @dataclass
+class _StageViews:
+    """A stage's views (``<stage>``, ``<stage>_all``, its side tables), worked out from its
+    markers when a query first names one: a query over one stage of a 1,000-shard catalog
+    reads that stage's markers only."""
+
+    catalog: Catalog
+    stage: str
+    names: list[str]  # listed up front: the stage, <stage>_all, every side-table folder seen
+
+    def resolve(self) -> tuple[dict[str, str], list[str]]:
+        """({view: its SELECT} for the views that have visible files, notices)."""
+        shown, newer = self.catalog.view_dir(self.stage)
+        selects = {}
+        files = _files(shown) if shown is not None else []
+        if files:
+            selects[self.stage] = f"SELECT * FROM {_parquet(files, union_by_name=not _one_schema(shown))}"
+        all_files = [f for sd in self.catalog.stage_dirs(self.stage) for f in _files(sd)]
+        if all_files:
+            selects[self.stage + "_all"] = f"SELECT * FROM {_parquet(all_files, ', hive_partitioning = true')}"
+        for side, side_files in (_side_tables(shown) if shown is not None else {}).items():
+            selects[side] = f"SELECT * FROM {_parquet(side_files)}"
+        return selects, view_notices(self.stage, shown, newer)
+
+
+@dataclass
 class CatalogViews:
     con: duckdb.DuckDBPyConnection
-    views: list[str]
+    views: list[str]  # a stage's names are listed before its markers are read (see ``names``)
     notices: list[str] = field(default_factory=list)  # e.g. a newer fingerprint still partial
     # view -> its SELECT, not yet created: DuckDB reads every file's footer when a
     # view over 1,000 shards is created, so `curate sql` creates only those a query names.
     deferred: dict[str, str] = field(default_factory=dict)
+    # view -> its stage, whose markers are not read yet (the notices about it come then)
+    unresolved: dict[str, _StageViews] = field(default_factory=dict)
 
     def define(self, name: str, select: str) -> None:
         self.deferred[name] = select
         self.views.append(name)
+
+    def define_stage(self, stage: _StageViews) -> None:
+        for name in stage.names:
+            self.unresolved[name] = stage
+            if name not in self.views:
+                self.views.append(name)
+
+    def _resolve(self, stage: _StageViews) -> None:
+        selects, notices = stage.resolve()
+        self.notices += notices
+        for name in stage.names:
+            if self.unresolved.get(name) is stage:
+                del self.unresolved[name]
+                if name not in selects:  # e.g. no visible shard, or a side folder of another fingerprint
+                    self.views.remove(name)
+        self.deferred.update(selects)
+
+    def names(self) -> list[str]:
+        """Every view there is (each stage's markers read; no view created)."""
+        for stage in list(dict.fromkeys(self.unresolved.values())):
+            self._resolve(stage)
+        return self.views
 
     def ensure(self, query: str | None = None) -> None:
         """Create the deferred views ``query`` may read (every one for None, or for a
         query about the catalog's own tables such as SHOW TABLES)."""
         if query is not None and not _LISTS_VIEWS.search(query):
             words = {w.lower() for w in _WORD.findall(query)}
-            names = [n for n in self.deferred if n.lower() in words]
+            named = [n for n in self.views if n.lower() in words]
         else:
-            names = list(self.deferred)
-        for name in names:
-            self.con.execute(f"CREATE OR REPLACE VIEW {_ident(name)} AS {self.deferred.pop(name)}")
+            named = list(self.views)
+        for name in named:
+            if name in self.unresolved:
+                self._resolve(self.unresolved[name])
+        for name in named:
+            if name in self.deferred:
+                self.con.execute(f"CREATE OR REPLACE VIEW {_ident(name)} AS {self.deferred.pop(name)}")
 
     def sql(self, query: str):
         self.ensure(query)
@@ -120,7 +182,10 @@ def view_notices(stage: str, shown: StageDir | None, newer: list[StageDir]) -> l
 
 def open_catalog(catalog_root: Path, lazy: bool = False) -> CatalogViews:
     """An in-memory DuckDB with views over the catalog, and notices about them.
-    ``lazy``: the views are created when ``CatalogViews.sql`` meets a query naming them."""
+    ``lazy``: a stage's markers are read, and its views created, when ``CatalogViews.sql``
+    (or ``ensure``) meets a query naming them; so are the notices about it."""
+    import duckdb
+
     from .storage import register_with_duckdb
 
     catalog = Catalog(catalog_root)
@@ -128,16 +193,8 @@ def open_catalog(catalog_root: Path, lazy: bool = False) -> CatalogViews:
     register_with_duckdb(con, catalog_root)  # s3:// catalogs: DuckDB reads through fsspec
     out = CatalogViews(con, [])
     for stage in catalog.stages():
-        shown, newer = catalog.view_dir(stage)
-        out.notices += view_notices(stage, shown, newer)
-        files = _files(shown) if shown is not None else []
-        if files:
-            out.define(stage, f"SELECT * FROM {_parquet(files, union_by_name=not _one_schema(shown))}")
-        all_files = [f for sd in catalog.stage_dirs(stage) for f in _files(sd)]
-        if all_files:
-            out.define(stage + "_all", f"SELECT * FROM {_parquet(all_files, ', hive_partitioning = true')}")
-        for side, side_files in (_side_tables(shown) if shown is not None else {}).items():
-            out.define(side, f"SELECT * FROM {_parquet(side_files)}")
+        sides = sorted({name for sd in catalog.stage_dirs(stage) for name in _subfolders(sd)})
+        out.define_stage(_StageViews(catalog, stage, [stage, stage + "_all", *sides]))
     runs = sorted((catalog.root / "runs").glob("*.json"))
     if runs:
         listed = ", ".join("'" + str(p).replace("'", "''") + "'" for p in runs)

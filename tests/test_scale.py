@@ -129,3 +129,20 @@ def test_sql_creates_only_the_views_a_query_names_and_status_hashes_no_shard(syn
     assert main(["status", str(root)]) == 0
     assert not file_hashes
     assert f"{SHARDS}" in capsys.readouterr().out
+
+
+def test_a_query_reads_only_the_markers_of_the_stages_it_names(synthetic, monkeypatch):
+    from curate.sql import open_catalog
+
+    monkeypatch.setattr(catalog_mod, "_MARKERS", {})  # nothing remembered from the tests above
+    read = []
+    real = StageDir.marker_docs
+    monkeypatch.setattr(StageDir, "marker_docs",
+                        lambda self, shards=None: read.append(self.stage) or real(self, shards))
+    opened = open_catalog(load_recipe(synthetic).catalog, lazy=True)
+    assert opened.sql("select 1").fetchall() == [(1,)] and read == []
+    assert opened.sql("select count(*) from crawl").fetchall() == [(N_VIDEOS,)]
+    assert set(read) == {"crawl"}
+    # Every marker came from _markers.jsonl: the synthetic catalog was written by write_shard.
+    sd = Catalog(load_recipe(synthetic).catalog).latest("crawl")
+    assert len(sd._manifest()) == SHARDS

@@ -99,3 +99,16 @@ def test_keep_media_spares_files_outside_the_catalog_and_is_checked_against_the_
                                release={"media": "copy"})
     with pytest.raises(RecipeError, match="keep_media.video is false"):
         load_recipe(bad)
+
+
+def test_a_stage_wanting_the_whole_cluster_is_not_starved_by_one_cpu_stages(tmp_path, demo_site, helpers):
+    """Segment asks both CPUs while crawl and transcribe, one CPU each, have shards
+    ready: without care, Ray hands each freed CPU to a waiting one-CPU worker and
+    segment never starts (seen at 256 shards)."""
+    stages = _stages(demo_site)
+    stages["segment"].pop("resources")  # 2 CPUs: the whole cluster
+    recipe = helpers.write_recipe(tmp_path, stages, shards=24, ray={"num_cpus": 2})
+    out = helpers.run_cli("run", str(recipe), timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    record = json.loads(sorted((tmp_path / "catalog" / "runs").glob("*.json"))[-1].read_text())
+    assert all(len(record["stages"][s]["units"]) == 24 for s in ("crawl", "transcribe", "segment"))

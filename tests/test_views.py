@@ -108,3 +108,91 @@ def test_side_tables_show_only_through_their_shards_marker(tmp_path, helpers):
     assert rows == [{"video_id": "v1"}]
     result = helpers.run_cli("sql", str(catalog.root), "-c", "select * from frame_embeddings")
     assert result.returncode == 1 and "frame_embeddings" in result.stderr  # no visible side rows: no view
+
+
+def _kill_writer_at(root, shard: int, point: str) -> None:
+    """Write ``shard`` of crawl fp=fff... in a process that SIGKILLs itself at ``point``."""
+    import os
+    import subprocess
+    import sys
+
+    script = f"""
+import os, signal, sys
+import pyarrow as pa
+import curate.catalog as c
+die = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+if {point!r} == "before-marker":
+    c.atomic_write_json = die
+else:
+    c.StageDir._append_manifest = die
+sd = c.Catalog({str(root)!r}).stage_dir("crawl", "f" * 16)
+table = pa.table({{"video_id": ["killed"], "status": ["ok"], "error_code": pa.array([None], pa.string())}})
+sd.write_shard({shard}, table, {{}})
+"""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", script], env=os.environ | {"PYTHONPATH": repo},
+                         stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
+    assert out.returncode == -9, out.stderr
+
+
+def test_markers_jsonl_is_a_cache_the_marker_files_overrule(tmp_path, helpers, monkeypatch):
+    import time
+
+    from curate import catalog as catalog_mod
+
+    catalog = Catalog(tmp_path / "cat")
+    sd = _stage(catalog, "crawl", "f" * 16, 4)
+    for s in range(3):
+        sd.write_shard(s, _rows(f"v{s}"), {"counts": {"ok": 1}})
+    _run(catalog, 1, {"crawl": sd.fingerprint})
+    manifest = sd.path / catalog_mod.MANIFEST
+    assert [json.loads(line)["shard"] for line in manifest.read_text().splitlines()] == [0, 1, 2]
+
+    # Readers take the markers' content from it: no marker file is opened.
+    opened = []
+    monkeypatch.setattr(catalog_mod, "open", lambda p, *a, **k: opened.append(str(p)) or open(p, *a, **k),
+                        raising=False)
+    docs = sd.marker_docs()
+    monkeypatch.undo()
+    assert docs == {s: json.loads(sd.marker_path(s).read_text()) for s in range(3)}
+    assert not [p for p in opened if "_done" in p], opened
+
+    # A writer killed after the marker but before its line: the marker is read instead.
+    _kill_writer_at(catalog.root, 3, "before-line")
+    assert sd.marker_path(3).exists() and len(manifest.read_text().splitlines()) == 3
+    rows, err = _sql(helpers, catalog.root, "select video_id from crawl order by 1")
+    assert [r["video_id"] for r in rows] == ["killed", "v0", "v1", "v2"] and "notice" not in err
+
+    # A removed marker hides its shard, though its line stays (the fingerprint is partial again).
+    sd.marker_path(0).unlink()
+    rows, err = _sql(helpers, catalog.root, "select video_id from crawl order by 1")
+    assert [r["video_id"] for r in rows] == ["killed", "v1", "v2"] and "3/4 shards" in err
+
+    # A marker rewritten by hand, to the same size: its file, not the older line, counts.
+    time.sleep(0.05)  # past the filesystem's timestamp granularity: a new mtime
+    doc = json.loads(sd.marker_path(1).read_text())
+    atomic_write_json(sd.marker_path(1), doc | {"counts": {"ok": 7}})
+    assert sd.marker_path(1).stat().st_size == len(json.dumps(doc, indent=2, sort_keys=True)) + 1
+    assert Catalog(catalog.root).stage_dir("crawl", sd.fingerprint).valid_markers()[1]["counts"] == {"ok": 7}
+    # ... and a marker naming another size hides its shard.
+    atomic_write_json(sd.marker_path(2), doc | {"bytes": 1})
+    rows, _ = _sql(helpers, catalog.root, "select video_id from crawl order by 1")
+    assert [r["video_id"] for r in rows] == ["killed", "v1"]
+
+    # A torn line (a writer cut off mid-write) is skipped, with the line glued after it;
+    # the markers it names are read from their files.
+    with manifest.open("a") as f:
+        f.write(manifest.read_text().splitlines()[1][:40])
+    sd.write_shard(0, _rows("v0-again"), {"counts": {"ok": 1}})
+    assert sd.marker_docs() == {s: json.loads(sd.marker_path(s).read_text()) for s in range(4)}
+    rows, _ = _sql(helpers, catalog.root, "select video_id from crawl order by 1")
+    assert [r["video_id"] for r in rows] == ["killed", "v0-again", "v1"]
+
+    # A shard redone (its marker removed, as `curate verify --repair` does) by a writer killed
+    # before its marker: its old line stays but names no marker, so the shard is not shown.
+    sd.write_shard(3, _rows("v3"), {})
+    sd.marker_path(3).unlink()
+    _kill_writer_at(catalog.root, 3, "before-marker")
+    assert not sd.marker_path(3).exists() and '"shard":3' in manifest.read_text()
+    rows, _ = _sql(helpers, catalog.root, "select video_id from crawl order by 1")
+    assert [r["video_id"] for r in rows] == ["v0-again", "v1"]

@@ -9,7 +9,10 @@ for CPUs and GPUs; the rules, kept small so they cannot deadlock:
   starts a worker that would take the room it lacks, and the driver retires
   one worker elsewhere that holds what it lacks (an idle one first, the one
   quickest to restart; else the next one to finish a shard, from a stage
-  upstream of it or with a worker to spare), until the room it needs is free;
+  upstream of it or with a worker to spare, and which either has no shard of
+  its own ready or has held its room for a quantum: 10 s, or four times its
+  start-up if longer, so stages take turns in slices rather than restarting
+  a worker per shard), until the room it needs is free;
 - a stage's workers retire as soon as it has nothing left to run.
 
 Downstream stages are served first (runner.py), so a shard flows through the
@@ -30,7 +33,8 @@ class Worker:
     actor: Any
     ready_ref: Any  # resolves once Ray has placed the actor and its setup ran
     created: float = field(default_factory=time.monotonic)
-    placed_after_s: float | None = None  # how long it took to start (the cost of retiring it)
+    placed_after_s: float | None = None  # from creation to ready (placement wait included)
+    setup_s: float = 0.0  # its own start-up (models loaded): what retiring it costs
     unit: Unit | None = None
     busy: bool = False
 
@@ -54,6 +58,10 @@ class StagePool:
             done, _ = self._ray.wait([worker.ready_ref], timeout=0)
             if done:
                 worker.placed_after_s = time.monotonic() - worker.created
+                try:
+                    worker.setup_s = float(self._ray.get(worker.ready_ref))
+                except Exception:  # its setup failed: the shard handed to it reports why
+                    pass
         return worker.placed_after_s is not None
 
     def idle(self) -> Worker | None:
@@ -93,6 +101,15 @@ class StagePool:
         return any(self.request.get(k, 0) for k in kinds)
 
 
+def quantum_s(worker: Worker) -> float:
+    """How long a worker with work of its own keeps its room before giving way:
+    long enough that restarting it later costs at most a fifth of its turn."""
+    return max(MIN_QUANTUM_S, 4 * worker.setup_s)
+
+
+MIN_QUANTUM_S = 10.0
+
+
 def request_of(ray_options: dict) -> dict[str, float]:
     """Ray's resource names for a worker's options (num_cpus -> CPU, num_gpus -> GPU)."""
     out = {"CPU": float(ray_options.get("num_cpus") or 0), "GPU": float(ray_options.get("num_gpus") or 0)}
@@ -121,14 +138,16 @@ class Cluster:
         return free
 
     def starving(self) -> list[tuple[StagePool, set[str]]]:
-        """Starved pools still waiting for room, with what they lack; downstream first."""
-        out = []
+        """Starved pools still waiting for room, with what they lack; downstream first,
+        and only the most downstream one for each kind of room (CPU, GPU, memory)."""
+        out, claimed = [], set()
         for pool in sorted(self.pools.values(), key=lambda p: -p.order):
             if not (pool.starved() or (not pool.workers and self.wants(pool.name))):
                 continue
             lacking = pool.lacking(self.free(waiting_for=pool))
-            if lacking:
+            if lacking and not lacking & claimed:
                 out.append((pool, lacking))
+            claimed |= lacking
         return out
 
     def retire_idle_for_starved(self) -> None:
@@ -137,12 +156,18 @@ class Cluster:
             idle = [(w, p) for p in self.pools.values() if p is not pool and p.holds(lacking)
                     for w in p.workers if not w.busy and w.placed_after_s is not None]
             if idle:
-                worker, owner = min(idle, key=lambda wp: wp[0].placed_after_s)
+                worker, owner = min(idle, key=lambda wp: wp[0].setup_s)
                 owner.retire(worker)
 
-    def should_give_way(self, pool: StagePool) -> bool:
+    def should_give_way(self, pool: StagePool, worker: Worker) -> bool:
         """A worker of ``pool`` just finished a shard: retire it for a starved stage?
-        Only for a stage downstream of it, or when its own stage keeps another worker."""
+        Only for a stage downstream of it, or when its own stage keeps another worker;
+        and while its own stage has shards ready, only once it has held its room for
+        a quantum that makes its restart cheap by comparison (stages take turns in
+        slices, rather than a worker restart per shard)."""
+        if self.wants(pool.name) and worker.placed_after_s is not None and \
+                time.monotonic() - (worker.created + worker.placed_after_s) < quantum_s(worker):
+            return False
         for starved, lacking in self.starving():
             if starved is pool or not pool.holds(lacking):
                 continue

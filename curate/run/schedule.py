@@ -121,6 +121,11 @@ class ShardSchedule:
         self.state[stage][unit] = State.RUNNING
         return unit
 
+    def untake(self, stage: str, unit: Unit) -> None:
+        """A unit handed out but never started goes back to the front of the queue."""
+        self.state[stage][unit] = State.READY
+        self.ready[stage].appendleft(unit)
+
     def finished(self, stage: str, unit: Unit, ok: bool) -> None:
         self._set(stage, unit, State.DONE if ok else State.FAILED)
 

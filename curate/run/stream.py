@@ -140,19 +140,32 @@ class PipelineDriver:
 
     def _dispatch(self) -> None:
         starving = dict((pool.name, lacking) for pool, lacking in self.cluster.starving())
-        reserved: set[str] = set()  # what starved stages downstream lack: not for a new upstream worker
+        reserved: set[str] = set()  # what starved stages downstream lack: no new upstream worker may take it
         for p in reversed(self.plans):  # downstream first
             pool = self.pools[p.name]
+            if pool.holds(reserved):
+                # Ray places whichever waiting worker fits first: a 1-CPU crawler would
+                # take every CPU freed for a 2-CPU segment, one at a time, for ever.
+                self._withdraw_unplaced(p.name, pool)
             while self.schedule.has_ready(p.name):
                 worker = pool.idle()
                 if worker is None:
-                    if p.name not in starving and pool.holds(reserved):
+                    if pool.holds(reserved):
                         break
                     if not pool.may_grow(self.schedule.open_units(p.name), self.cluster.free):
                         break
                     worker = pool.add()
                 self._hand_out(p, pool, worker)
             reserved |= starving.get(p.name, set())
+
+    def _withdraw_unplaced(self, name: str, pool: StagePool) -> None:
+        """Retire the stage's workers still waiting to be placed; their shards go back to ready."""
+        for ref, (stage, worker, unit, _) in list(self.running.items()):
+            if stage == name and not pool.placed(worker):
+                del self.running[ref]
+                pool.retire(worker)
+                self.rows_total[name] -= self.runner._rows_to_do(self.by_name[name], [unit])
+                self.schedule.untake(name, unit)
 
     def _hand_out(self, p: "StagePlan", pool: StagePool, worker) -> None:
         unit = self.schedule.take(p.name)
@@ -183,7 +196,7 @@ class PipelineDriver:
             self.intervals[name].append([unit, round(begin, 3), round(end, 3)])
             self.schedule.finished(name, unit, ok=True)
             self._settled(name, unit)
-            if self.cluster.should_give_way(pool):
+            if self.cluster.should_give_way(pool, worker):
                 pool.retire(worker)
         self.progress.update(self.tasks[name], shards=self._shards_text(name))
 

@@ -59,6 +59,7 @@ class ShardWorker:
     def __init__(self, stage: str, params: dict, catalog_root: str, recipe_dir: str, n_shards: int,
                  fingerprint: str, inputs: dict[str, str], resources: dict | None = None, board=None, *,
                  run_id: str | None = None, driver: dict | None = None, secrets: dict[str, Secret] | None = None):
+        started = time.time()
         detach_from_terminal()  # before any model or library can start a child process
         # The stage reads its key from the environment, as when run by hand (never logged, never a file).
         for name, secret in (secrets or {}).items():
@@ -87,9 +88,11 @@ class ShardWorker:
         if resources is not None:  # what Ray actually granted (recipe overrides included)
             self.stage.resources = Resources.model_validate(resources)
         self.stage.setup()
+        self.setup_s = time.time() - started  # what retiring this worker costs (run/pools.py)
 
-    def ready(self) -> bool:
-        return True
+    def ready(self) -> float:
+        """Seconds this worker took to start (its models loaded)."""
+        return self.setup_s
 
     # --- inputs -----------------------------------------------------------
     def _input(self, shard: int | None) -> tuple[pa.Table, dict[str, str]]:

@@ -5,8 +5,10 @@ so that validating a recipe stays fast."""
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from .base import Stage
+if TYPE_CHECKING:  # the names alone (curate status orders its rows by them) need no pydantic or pyarrow
+    from .base import Stage
 
 # name -> "module:Class"; the order is the pipeline order.
 STAGES: dict[str, str] = {
