@@ -29,7 +29,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from curate.procs import kill_session  # noqa: E402
 
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".mov", ".m4v"}
 PIPELINE = ("crawl", "transcribe", "segment", "filter", "dedup", "quality", "annotate")
@@ -172,18 +173,6 @@ class DiskSampler(threading.Thread):
 
 # ---------------------------------------------------------------- runs
 
-def _kill_session(sid: int) -> None:
-    """SIGKILL every process of a session: a run interrupted here must not leave its Ray behind."""
-    out = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True, stdin=subprocess.DEVNULL).stdout
-    for line in out.splitlines():
-        pid, s = map(int, line.split())
-        if s == sid:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
 def cli_run(recipe: Path, timeout: float = RUN_TIMEOUT_S) -> tuple[float, dict]:
     """`curate run recipe` in a fresh process (its own session, so nothing outlives it);
     (wall seconds, the run record it wrote)."""
@@ -195,7 +184,7 @@ def cli_run(recipe: Path, timeout: float = RUN_TIMEOUT_S) -> tuple[float, dict]:
     try:
         out, _ = proc.communicate(timeout=timeout)
     except BaseException:  # Ctrl-C or the timeout: the run and its Ray go too
-        _kill_session(proc.pid)
+        kill_session(proc.pid)
         proc.wait()
         raise
     seconds = time.perf_counter() - started

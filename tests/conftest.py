@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from curate.procs import kill_session  # noqa: F401 (tests import it from here)
+
 # Nothing in the suite may reach a model hub or phone home.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -59,18 +61,6 @@ def write_recipe(folder: Path, stages: dict, **top) -> Path:
     path = folder / "recipe.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
-
-
-def kill_session(sid: int) -> None:
-    """SIGKILL every process of a session (a run and the Ray it started)."""
-    out = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        pid, s = map(int, line.split())
-        if s == sid:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
