@@ -57,7 +57,11 @@ def test_noop_planning_is_linear_in_shards_and_sources(synthetic, monkeypatch):
 def test_noop_run_reads_each_stages_markers_once_and_records_sources_by_hash(synthetic, monkeypatch):
     recipe = load_recipe(synthetic)
     marker_passes = _count(monkeypatch, StageDir, "markers")
+    checked = []
+    real_preflight = runner_mod.preflight
+    monkeypatch.setattr(runner_mod, "preflight", lambda r, plans: checked.extend(plans) or real_preflight(r, plans))
     result = Runner(recipe).run()  # nothing to do: Ray is not even started
+    assert checked == []  # no stage has work, so no model library is loaded to check its model
     # One pass over a stage's markers to plan, one for the end-of-run summary.
     assert result.ok and len(marker_passes) == 2 * len(result.stages)
     record = json.loads(result.record_path.read_text())

@@ -254,7 +254,10 @@ class Runner:
     # --- running ------------------------------------------------------------
     def run(self) -> RunResult:
         plans = plan(self.recipe)
-        problems, _ = preflight(self.recipe, plans)
+        # Decide every unit first (markers only, nothing written): a stage with nothing
+        # left to run needs no preflight, so a no-op rerun loads no model library.
+        schedule = build_schedule(self, plans)
+        problems, _ = preflight(self.recipe, [p for p in plans if schedule.open_units(p.name)])
         if problems:  # a missing model fails here, not minutes later in a worker
             raise RecipeError("\n".join(problems))
         run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
@@ -263,11 +266,11 @@ class Runner:
         self.lease = RunLease(self.catalog.root, run_id)
         self.lease.acquire()
         try:
-            return self._run(plans, result)
+            return self._run(plans, result, schedule)
         finally:
             self.lease.release()
 
-    def _run(self, plans: list[StagePlan], result: RunResult) -> RunResult:
+    def _run(self, plans: list[StagePlan], result: RunResult, schedule) -> RunResult:
         run_id = result.run_id
         record = {
             "run_id": run_id,
@@ -287,7 +290,6 @@ class Runner:
             with Progress(TextColumn("[bold]{task.description:<11}"), BarColumn(),
                           TextColumn("{task.fields[rows]:>16}"), TextColumn("{task.fields[shards]:>10}"),
                           TimeElapsedColumn(), console=self.console) as progress:
-                schedule = build_schedule(self, plans)  # decides every unit whose inputs are settled
                 retention = MediaRetention.for_run(self, plans, schedule)
                 if any(schedule.has_ready(p.name) for p in plans):  # start Ray only when there is work
                     started = time.time()
