@@ -24,14 +24,18 @@ def _overlap(a: list, b: list) -> bool:
 
 
 def test_transcribe_starts_before_crawl_finishes_and_units_overlap(tmp_path, demo_site, ray_local, helpers):
-    recipe = helpers.write_recipe(tmp_path, _stages(demo_site, sleep_s=1.0), shards=4)
+    # One crawl worker (1.5 of the 2 CPUs) leaves room for a transcribe worker (0.5): the
+    # overlap then does not hang on when crawl's quantum ends (run/pools.py).
+    stages = _stages(demo_site, sleep_s=1.0, resources={"cpus": 1.5})
+    stages["transcribe"]["resources"] = {"cpus": 0.5}
+    recipe = helpers.write_recipe(tmp_path, stages, shards=4)
     result = Runner(load_recipe(recipe)).run()
     assert result.ok, result.errors
     stages = json.loads(result.record_path.read_text())["stages"]
     crawl, transcribe, segment = stages["crawl"], stages["transcribe"], stages["segment"]
     assert transcribe["started_at"] < crawl["finished_at"]  # ISO times in UTC compare as text
     assert _overlap(crawl["units"], transcribe["units"])  # a crawl and a transcribe shard ran at once
-    assert segment["started_at"] < crawl["finished_at"]
+    assert segment["finished_at"] > transcribe["started_at"]
     # Streaming changed when shards ran, not what they hold: every shard once, every video once.
     catalog = tmp_path / "catalog"
     videos = {r["video_id"] for r in helpers.stage_table(catalog, "crawl")}
