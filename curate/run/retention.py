@@ -39,7 +39,7 @@ KINDS = (MediaKind("video", "video_path"), MediaKind("audio", "audio_path"))
 
 
 class MediaRetention:
-    def __init__(self, runner: "Runner", plans: list["StagePlan"], schedule: ShardSchedule,
+    def __init__(self, runner: "Runner", schedule: ShardSchedule,
                  kinds: list[tuple[MediaKind, "StagePlan", list[str]]]):
         self.root = runner.catalog.root
         self.runner, self.schedule = runner, schedule
@@ -59,7 +59,7 @@ class MediaRetention:
                 continue
             readers = [p.name for p in plans if kind.name in p.cls.reads_media]
             kinds.append((kind, producer, readers))
-        return cls(runner, plans, schedule, kinds) if kinds else None
+        return cls(runner, schedule, kinds) if kinds else None
 
     # --- when ---------------------------------------------------------------
     def _finished(self, stage: str, shard: int) -> bool:
