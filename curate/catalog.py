@@ -6,6 +6,8 @@
     <root>/stages/<stage>/fp=<fingerprint>/shard=00042.parquet
     <root>/stages/<stage>/fp=<fingerprint>/_done/00042.json
     <root>/stages/<stage>/fp=<fingerprint>/_markers.jsonl   a copy of each marker (a cache)
+    <root>/stages/<stage>/fp=<fingerprint>/_compact/        every shard in one file per table,
+                                                             for queries (a cache, compact.py)
     <root>/runs/<run_id>.json
     <root>/lease.json                 the live run writing the catalog (run/lease.py)
 
@@ -111,7 +113,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-_MARKERS: dict[Path, tuple[tuple[int, int], dict[int, dict]]] = {}
+_MARKERS: dict[Path, tuple[tuple[int, int], dict[int, dict], dict[int, int]]] = {}
 
 
 @dataclass(frozen=True)
@@ -338,6 +340,10 @@ class StageDir:
         """Every shard's marker that names the size of the file beside it, read in one
         pass and kept while the folder and its ``_done`` are unchanged: views and
         status ask for the same 1,000 markers several times per command."""
+        return self._visible()[0]
+
+    def _visible(self) -> tuple[dict[int, dict], dict[int, int] | None]:
+        """(``visible_markers``, each shard file's mtime_ns as seen then; None in a bucket)."""
         done = self.path / "_done"
         if is_object_path(self.path):
             stamp = None  # a bucket "folder" has no mtime to key a cache on: read afresh
@@ -345,11 +351,11 @@ class StageDir:
             try:
                 stamp = (done.stat().st_mtime_ns, self.path.stat().st_mtime_ns)
             except OSError:
-                return {}
+                return {}, {}
         cached = _MARKERS.get(self.path) if stamp is not None else None
         if cached is not None and cached[0] == stamp:
-            return cached[1]
-        out = {}
+            return cached[1], cached[2]
+        out, mtimes = {}, {}
         if stamp is None:
             for s in self.done_shards():
                 try:
@@ -358,33 +364,28 @@ class StageDir:
                         out[s] = doc
                 except (OSError, json.JSONDecodeError, AttributeError):
                     continue
-        else:
-            base = str(self.path)
-            for s, doc in self.marker_docs().items():
-                try:
-                    if doc.get("bytes") == os.stat(f"{base}/shard={s:05d}.parquet").st_size:
-                        out[s] = doc
-                except OSError:
-                    continue
-        # A folder changed in the last two seconds is not cached: a second change within
-        # the filesystem's timestamp granularity would leave the same stamp.
-        if stamp is not None and time.time_ns() - max(stamp) > 2_000_000_000:
-            _MARKERS[self.path] = (stamp, out)
-        return out
-
-    def valid_markers(self) -> dict[int, dict]:
-        """``markers()`` of every shard, from ``visible_markers``' single read: one stat
-        per shard on top (status shows views and counts from the same markers)."""
-        out = {}
-        local = not is_object_path(self.path)
+            return out, None
         base = str(self.path)
-        for s, doc in self.visible_markers().items():
+        for s, doc in self.marker_docs().items():
             try:
-                st = os.stat(f"{base}/shard={s:05d}.parquet") if local else self.shard_path(s).stat()
-                same = doc.get("mtime_ns") == st.st_mtime_ns
+                st = os.stat(f"{base}/shard={s:05d}.parquet")
+                if doc.get("bytes") == st.st_size:
+                    out[s], mtimes[s] = doc, st.st_mtime_ns
             except OSError:
                 continue
-            if same or self.marker(s) is not None:
+        # A folder changed in the last two seconds is not cached: a second change within
+        # the filesystem's timestamp granularity would leave the same stamp.
+        if time.time_ns() - max(stamp) > 2_000_000_000:
+            _MARKERS[self.path] = (stamp, out, mtimes)
+        return out, mtimes
+
+    def valid_markers(self) -> dict[int, dict]:
+        """``markers()`` of every shard, from ``visible_markers``' single read and the
+        mtimes it saw (status shows views and counts from the same markers)."""
+        visible, mtimes = self._visible()
+        out = {}
+        for s, doc in visible.items():
+            if (mtimes is not None and doc.get("mtime_ns") == mtimes.get(s)) or self.marker(s) is not None:
                 out[s] = doc
         return out
 
@@ -463,14 +464,18 @@ class Catalog:
         """Re-hash every markered shard: (shards checked, those whose file no longer
         matches its marker). ``repair`` removes those markers, so a run redoes them."""
         checked, bad = 0, []
-        for stage in self.stages():
-            for sd in [StageDir(d) for d in sorted((self.root / "stages" / stage).glob("fp=*")) if d.is_dir()]:
-                checked += len(sd.done_shards())
-                for s in sd.verify():
-                    bad.append((sd, s))
-                    if repair:
-                        sd.marker_path(s).unlink(missing_ok=True)
+        for sd in self.fingerprints():
+            checked += len(sd.done_shards())
+            for s in sd.verify():
+                bad.append((sd, s))
+                if repair:
+                    sd.marker_path(s).unlink(missing_ok=True)
         return checked, bad
+
+    def fingerprints(self) -> list[StageDir]:
+        """Every fingerprint folder of every stage (stage.json or not)."""
+        return [StageDir(d) for stage in self.stages()
+                for d in sorted((self.root / "stages" / stage).glob("fp=*")) if d.is_dir()]
 
     def runs(self) -> list[dict]:
         """Every run record, oldest first. A record is parsed again only when its file

@@ -168,12 +168,23 @@ def cmd_verify(args) -> int:
     """Re-hash every shard against its marker (runs trust a marker's size and mtime)."""
     from .catalog import Catalog
 
-    checked, bad = Catalog(_catalog_root(args.catalog)).verify(repair=args.repair)
+    from .compact import verify as verify_compaction
+
+    catalog = Catalog(_catalog_root(args.catalog))
+    checked, bad = catalog.verify(repair=args.repair)
     for sd, shard in bad:
         console.print(f"{sd.stage} fp={sd.fingerprint} shard {shard}: the file does not match its marker"
                       + (" (marker removed: the next run redoes it)" if args.repair else ""), highlight=False)
-    console.print(f"{checked} shard(s) checked, {len(bad)} mismatched", highlight=False)
-    return EXIT_ERRORS if bad and not args.repair else EXIT_OK
+    bad_compactions = 0
+    for sd in catalog.fingerprints():
+        for name in verify_compaction(sd, repair=args.repair):
+            bad_compactions += 1
+            console.print(f"{sd.stage} fp={sd.fingerprint} compaction {name}: the file does not match its manifest"
+                          + (" (manifest removed: queries read the shards; the next run compacts again)"
+                             if args.repair else ""), highlight=False)
+    console.print(f"{checked} shard(s) checked, {len(bad)} mismatched"
+                  + (f"; {bad_compactions} compacted file(s) mismatched" if bad_compactions else ""), highlight=False)
+    return EXIT_ERRORS if (bad or bad_compactions) and not args.repair else EXIT_OK
 
 
 def cmd_release(args) -> int:

@@ -11,14 +11,13 @@ visible, side tables' shards included: a half-written or stray file never is.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .catalog import Catalog, StageDir
-from .storage import is_object_path
+from .compact import ViewFiles, subfolders, view_files
 
 if TYPE_CHECKING:  # imported where a connection is made: `curate status` needs only the notices
     import duckdb
@@ -28,53 +27,9 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _files(sd: StageDir) -> list[str]:
-    return [f"{sd.path}/shard={s:05d}.parquet" for s in sd.visible_shards()]
-
-
-def _subfolders(sd: StageDir) -> list[str]:
-    """The side tables' folders of a fingerprint (e.g. ``frame_embeddings``)."""
-    if is_object_path(sd.path):  # a bucket: list its prefixes
-        return sorted(p.name for p in sd.path.iterdir() if p.is_dir() and not p.name.startswith("_"))
-    try:  # scandir: the folder holds a file per shard, and only its few sub-folders matter
-        with os.scandir(sd.path) as entries:
-            return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("_"))
-    except OSError:
-        return []
-
-
-def _side_tables(sd: StageDir) -> dict[str, list[str]]:
-    """Side tables' files of the shards whose marker is valid (a stray file never shows)."""
-    markers = sd.visible_markers()
-    out = {}
-    for sub in _subfolders(sd):
-        files = []
-        for s, marker in sorted(markers.items()):
-            f = f"{sd.path}/{sub}/shard={s:05d}.parquet"
-            try:
-                size = (sd.path / sub / f"shard={s:05d}.parquet").stat().st_size if is_object_path(sd.path) \
-                    else os.stat(f).st_size
-            except OSError:
-                continue
-            listed = marker.get("side_tables")
-            # Markers written before side tables were listed: the shard's marker alone decides.
-            if listed is None or (listed.get(sub) or {}).get("bytes") == size:
-                files.append(f)
-        if files:
-            out[sub] = files
-    return out
-
-
 def _parquet(files: list[str], extra: str = "", union_by_name: bool = True) -> str:
     listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
     return f"read_parquet([{listed}], union_by_name = {str(union_by_name).lower()}{extra})"
-
-
-def _one_schema(sd: StageDir) -> bool:
-    """Every visible shard's marker names the same schema: DuckDB may take the columns
-    from one file instead of reading all 1,000 footers first (union_by_name)."""
-    schemas = {m.get("schema") for m in sd.visible_markers().values()}
-    return len(schemas) == 1 and None not in schemas
 
 
 @dataclass
@@ -91,13 +46,14 @@ class _StageViews:
         """({view: its SELECT} for the views that have visible files, notices)."""
         shown, newer = self.catalog.view_dir(self.stage)
         selects = {}
-        files = _files(shown) if shown is not None else []
-        if files:
-            selects[self.stage] = f"SELECT * FROM {_parquet(files, union_by_name=not _one_schema(shown))}"
-        all_files = [f for sd in self.catalog.stage_dirs(self.stage) for f in _files(sd)]
+        files = view_files(shown) if shown is not None else ViewFiles([])
+        if files.table:
+            selects[self.stage] = f"SELECT * FROM {_parquet(files.table, union_by_name=not files.one_schema)}"
+        all_files = [f for sd in self.catalog.stage_dirs(self.stage)
+                     for f in (files if sd == shown else view_files(sd)).table]
         if all_files:
             selects[self.stage + "_all"] = f"SELECT * FROM {_parquet(all_files, ', hive_partitioning = true')}"
-        for side, side_files in (_side_tables(shown) if shown is not None else {}).items():
+        for side, side_files in files.sides.items():
             selects[side] = f"SELECT * FROM {_parquet(side_files)}"
         return selects, view_notices(self.stage, shown, newer)
 
@@ -193,7 +149,7 @@ def open_catalog(catalog_root: Path, lazy: bool = False) -> CatalogViews:
     register_with_duckdb(con, catalog_root)  # s3:// catalogs: DuckDB reads through fsspec
     out = CatalogViews(con, [])
     for stage in catalog.stages():
-        sides = sorted({name for sd in catalog.stage_dirs(stage) for name in _subfolders(sd)})
+        sides = sorted({name for sd in catalog.stage_dirs(stage) for name in subfolders(sd)})
         out.define_stage(_StageViews(catalog, stage, [stage, stage + "_all", *sides]))
     runs = sorted((catalog.root / "runs").glob("*.json"))
     if runs:

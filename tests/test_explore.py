@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from curate.catalog import Catalog
+from curate.compact import view_files
 from curate.demo.corpus import DEMO_DATA
 from curate.demo.site import DemoSite
 from curate.recipe import load_recipe
@@ -23,6 +24,7 @@ def test_rerun_retries_only_transient_rows_then_sql_and_status(tmp_path, ray_loc
             ("transient", "crawl.rate_limited")
         sd = Catalog(catalog).latest("crawl")
         before = {s: sd.marker(s) for s in sd.done_shards()}
+        compacted = json.loads((sd.path / "_compact" / "manifest.json").read_text())  # both shards, for queries
         media_hits = {n: site.hit_count(f"/media/{n}.mp4") for n in ("demo_00", "demo_01")}
 
         Runner(load_recipe(recipe)).run()
@@ -33,6 +35,9 @@ def test_rerun_retries_only_transient_rows_then_sql_and_status(tmp_path, ray_loc
         after = {s: sd.marker(s) for s in sd.done_shards()}
         redone = [s for s in after if after[s]["finished_at"] != before[s]["finished_at"]]
         assert len(redone) == 1 and after[redone[0]]["reprocessed_rows"] == 1
+        # The rewritten shard made the compaction stale; the run compacted again, and views read it.
+        assert json.loads((sd.path / "_compact" / "manifest.json").read_text())["id"] != compacted["id"]
+        assert view_files(sd).compacted
         # The ok videos were not downloaded again.
         assert {n: site.hit_count(f"/media/{n}.mp4") for n in media_hits} == media_hits
 

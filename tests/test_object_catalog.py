@@ -109,6 +109,12 @@ def test_a_run_writes_its_catalog_into_a_bucket_and_curate_sql_reads_it(tmp_path
     cat = Catalog(root)
     assert all(cat.latest(s).is_complete() for s in stages)
     assert cat.runs()[-1]["status"] == "finished"
+    # Each stage's two shards were compacted in the bucket, side table included, for queries.
+    from curate.compact import view_files
+
+    assert "was not compacted" not in result.stderr
+    assert all(view_files(cat.latest(s)).compacted for s in stages)
+    assert "/_compact/" in view_files(cat.latest("filter")).sides["frame_embeddings"][0]
     crawl = [r for s in cat.latest("crawl").done_shards() for r in cat.latest("crawl").read_shard(s).to_pylist()]
     assert len(crawl) == 2 and all(r["status"] == "ok" for r in crawl)
     for r in crawl:  # media went up with the shards: videos, audio-less captions, frames

@@ -60,6 +60,8 @@ def test_noop_run_reads_each_stages_markers_once_and_records_sources_by_hash(syn
     checked = []
     real_preflight = runner_mod.preflight
     monkeypatch.setattr(runner_mod, "preflight", lambda r, plans: checked.extend(plans) or real_preflight(r, plans))
+    compactions = {sd.path: (sd.path / "_compact" / "manifest.json").read_bytes()
+                   for stage in Catalog(recipe.catalog).stages() for sd in Catalog(recipe.catalog).stage_dirs(stage)}
     result = Runner(recipe).run()  # nothing to do: Ray is not even started
     assert checked == []  # no stage has work, so no model library is loaded to check its model
     # One pass over a stage's markers to plan, one for the end-of-run summary.
@@ -67,6 +69,9 @@ def test_noop_run_reads_each_stages_markers_once_and_records_sources_by_hash(syn
     record = json.loads(result.record_path.read_text())
     assert record["recipe"]["stages"]["crawl"]["sources"]["count"] == N_VIDEOS
     assert "http://" not in result.record_path.read_text()
+    # The writer compacted each stage as a run does; a no-op rerun finds them current.
+    assert len(compactions) == len(result.stages) and not any("compacted" in s for s in record["stages"].values())
+    assert all((path / "_compact" / "manifest.json").read_bytes() == doc for path, doc in compactions.items())
     crawl = Catalog(recipe.catalog).latest("crawl")
     stage_doc = json.loads((crawl.path / "stage.json").read_text())
     assert stage_doc["params"]["sources"]["count"] == N_VIDEOS and "http://" not in json.dumps(stage_doc)

@@ -64,6 +64,7 @@ def _tables(stage: str, videos: list[str], sources: list[str], clips_per_video: 
 def write_synthetic_catalog(folder: Path, n_videos: int, clips_per_video: int, shards: int,
                             progress=None) -> Path:
     """Write the recipe and its catalog (every stage done); returns the recipe path."""
+    from ..compact import compact
     from ..recipe import load_recipe
     from ..run.runner import Runner, plan
     from ..run.worker import table_stats
@@ -87,6 +88,7 @@ def write_synthetic_catalog(folder: Path, n_videos: int, clips_per_video: int, s
             marker = {"stage": p.name, "fingerprint": p.fingerprint, "upstream": digests[s], "seconds": 0.0,
                       "reprocessed_rows": table.num_rows, "finished_at": time.time()} | table_stats(table)
             sd.write_shard(s, table, marker)
+        compact(sd)  # as a run does once a fingerprint is complete
         if progress:
             progress(p.name)
     runner.catalog.write_run("00000000T000000Z-synthetic", {

@@ -19,7 +19,8 @@ import duckdb
 import numpy as np
 
 from ..catalog import Catalog
-from ..sql import _parquet, _side_tables
+from ..compact import view_files
+from ..sql import _parquet
 
 BOS, QUESTION, ANSWER, UNK = "[BOS]", "[Q]", "[A]", "[UNK]"
 SPECIALS = [BOS, QUESTION, ANSWER, UNK]
@@ -101,7 +102,7 @@ def stored_embeddings(release: Path) -> dict[str, list[tuple[float, np.ndarray]]
     sd = catalog.stage_dir("filter", fps["filter"])
     if not sd.path.is_dir():
         return {}
-    files = _side_tables(sd).get("frame_embeddings", [])
+    files = view_files(sd).sides.get("frame_embeddings", [])
     if not files:
         return {}
     out: dict[str, list[tuple[float, np.ndarray]]] = {}

@@ -10,7 +10,6 @@ upstream shards are unchanged and it holds no ``transient`` row.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import platform
@@ -322,6 +321,8 @@ class Runner:
                 import ray as ray_module
 
                 ray_module.shutdown()
+        if not result.interrupted:
+            self.compact(plans, record)
         from .summary import stage_summaries
 
         summaries = result.summaries = stage_summaries(self.catalog, {p.name: p.fingerprint for p in plans},
@@ -339,6 +340,28 @@ class Runner:
         record["finished_at"] = _now()
         self.catalog.write_run(run_id, record)
         return result
+
+    def compact(self, plans: list[StagePlan], record: dict) -> None:
+        """Each complete fingerprint in one file per table, for queries (curate/compact.py).
+        A no-op rerun finds them current; a rerun that rewrote a shard compacts again."""
+        from ..compact import compact
+
+        done_names, started = [], time.time()
+        for p in plans:
+            try:
+                done = compact(self.catalog.stage_dir(p.name, p.fingerprint))
+            except Exception as exc:  # a cache for readers: views read the shards without it
+                log.warning("could not compact %s fp=%s: %s", p.name, p.fingerprint, exc)
+                self.console.print(f"warning: {p.name} was not compacted ({exc}); queries read its shards",
+                                   markup=False, highlight=False)
+                continue
+            if done is not None:
+                record["stages"][p.name]["compacted"] = {"shards": done.shards, "files": done.files,
+                                                         "rows": done.rows, "seconds": round(done.seconds, 3)}
+                done_names.append(p.name)
+        if done_names:
+            self.console.print(f"compacted {', '.join(done_names)} into one file per table for queries "
+                               f"({time.time() - started:.1f} s)", markup=False, highlight=False)
 
     def write_stage_docs(self, plans: list[StagePlan]) -> None:
         """Each fingerprint's stage.json (params, inputs, shards), once."""
