@@ -109,6 +109,11 @@ def test_a_run_writes_its_catalog_into_a_bucket_and_curate_sql_reads_it(tmp_path
     cat = Catalog(root)
     assert all(cat.latest(s).is_complete() for s in stages)
     assert cat.runs()[-1]["status"] == "finished"
+    # The workers' local scratch folders are gone with them (media went up with each shard).
+    import tempfile
+
+    run_id = cat.runs()[-1]["run_id"]
+    assert not list(Path(tempfile.gettempdir()).glob(f"curate-scratch-{run_id}-*"))
     # Each stage's two shards were compacted in the bucket, side table included, for queries.
     from curate.compact import view_files
 
@@ -177,6 +182,22 @@ def test_media_goes_through_a_local_scratch_folder_per_worker(tmp_path, bucket):
     assert (tmp_path / "b/media/local-1/frames/0001.jpg").read_bytes() == b"jpg"
     with pytest.raises(ValueError, match="cannot name a media folder"):
         a.fetch(["../etc"])
+    # Once its shard is committed, a video's local copy goes: the bucket has it.
+    b.forget(["local-1"])
+    assert not (tmp_path / "b/media/local-1").exists() and (tmp_path / "a/media/local-1").exists()
+
+
+def test_a_run_sweeps_the_scratch_folders_of_its_catalogs_runs_only(tmp_path):
+    import tempfile
+
+    from curate.run.scratch import scratch_prefix, sweep
+
+    ours, other = "20260101T000000Z-aaaaaa", "20260101T000000Z-bbbbbb"
+    folders = {rid: tempfile.mkdtemp(prefix=scratch_prefix(rid, "segment")) for rid in (ours, other)}
+    (Path(folders[ours]) / "media").mkdir()
+    assert sweep([ours]) == 1
+    assert not Path(folders[ours]).exists() and Path(folders[other]).is_dir()
+    shutil.rmtree(folders[other])
 
 
 def _kill_session(proc) -> None:

@@ -68,12 +68,20 @@ class StagePool:
         return next((w for w in self.workers if not w.busy and self.placed(w)), None)
 
     def retire(self, worker: Worker) -> None:
-        self.workers.remove(worker)
-        self._ray.kill(worker.actor)
+        self.retire_many([worker])
 
     def retire_all(self) -> None:
-        for worker in list(self.workers):
-            self.retire(worker)
+        self.retire_many(list(self.workers))
+
+    def retire_many(self, workers: list[Worker]) -> None:
+        """Stop workers. A placed, idle one closes first (its stage's teardown, its scratch
+        folder), for at most CLOSE_S; one still starting or busy is simply killed."""
+        closing = [w.actor.close.remote() for w in workers if w.placed_after_s is not None and not w.busy]
+        if closing:
+            self._ray.wait(closing, num_returns=len(closing), timeout=CLOSE_S)
+        for worker in workers:
+            self.workers.remove(worker)
+            self._ray.kill(worker.actor)
 
     # --- sharing the cluster --------------------------------------------------
     def starved(self) -> bool:
@@ -108,6 +116,7 @@ def quantum_s(worker: Worker) -> float:
 
 
 MIN_QUANTUM_S = 10.0
+CLOSE_S = 10.0  # how long a retiring worker may take to close before it is killed
 
 
 def request_of(ray_options: dict) -> dict[str, float]:

@@ -25,12 +25,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..catalog import Catalog, atomic_write_json, fingerprint
 from ..recipe import Recipe, RecipeError
+from ..storage import is_object_path
 from .cluster import ClusterUnreachable, init_ray
 from .shards import combined_digest, sources_by_shard
 from ..stages import available_stages
 from ..stages.base import Resources, Stage
 from .lease import RunLease
 from .retention import MediaRetention
+from .scratch import sweep
 from .stream import PipelineDriver, build_schedule
 from .worker import Secret, _digest
 
@@ -321,6 +323,8 @@ class Runner:
                 import ray as ray_module
 
                 ray_module.shutdown()
+            if is_object_path(self.catalog.root):  # what workers killed before closing left here
+                sweep([run_id, *(r.get("run_id") for r in self.catalog.runs() if r.get("run_id"))])
         if not result.interrupted:
             self.compact(plans, record)
         from .summary import stage_summaries

@@ -22,6 +22,27 @@ from ..storage import ObjectPath
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
+def scratch_prefix(run_id: str | None, stage: str) -> str:
+    """The name a worker's scratch folder starts with: the run's id in it lets the
+    run sweep what its killed workers left (``sweep``)."""
+    return f"curate-scratch-{run_id or 'norun'}-{stage}-"
+
+
+def sweep(run_ids: Iterable[str]) -> int:
+    """Remove this machine's scratch folders of runs that are over (a worker killed
+    before it closed leaves its folder); folders removed."""
+    import shutil
+    import tempfile
+
+    wanted, n = set(run_ids), 0
+    for entry in os.scandir(tempfile.gettempdir()):
+        rest = entry.name.removeprefix("curate-scratch-")
+        if rest != entry.name and "-".join(rest.split("-")[:2]) in wanted:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            n += 1
+    return n
+
+
 class MediaScratch:
     def __init__(self, remote_root: ObjectPath, local_root: Path):
         self.remote = remote_root
@@ -50,6 +71,14 @@ class MediaScratch:
                 os.replace(tmp, dst)
                 n += 1
         return n
+
+    def forget(self, video_ids: Iterable[str]) -> None:
+        """Delete the local copies of a committed shard's media (they are in the bucket):
+        a worker's scratch holds the shard in hand, not every shard it ever ran."""
+        import shutil
+
+        for vid in self._ids(video_ids):
+            shutil.rmtree(self.local / "media" / vid, ignore_errors=True)
 
     def push(self, video_ids: Iterable[str]) -> int:
         """Copy media/<id>/ of each id up where missing or of another size; files copied."""

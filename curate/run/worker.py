@@ -18,10 +18,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import storage
-from ..catalog import Catalog, StageDir
+from ..catalog import Catalog
 from ..procs import detach_from_terminal
 from .lease import WorkerLease
-from .scratch import MediaScratch
+from .scratch import MediaScratch, scratch_prefix
 from .shards import SHARD_COLUMN, combined_digest, join_inputs, read_stage_shard, shard_of
 from ..stages import stage_class
 from ..stages.base import Resources, StageContext, run_stage_on_table
@@ -79,7 +79,7 @@ class ShardWorker:
         # and side tables go up before the shard's marker (run/scratch.py).
         self.scratch, local_root, self.local_stage_dir = None, root, self.stage_dir.path
         if storage.is_object_path(root):
-            local_root = Path(tempfile.mkdtemp(prefix=f"curate-{stage}-"))
+            local_root = Path(tempfile.mkdtemp(prefix=scratch_prefix(run_id, stage)))
             self.scratch = MediaScratch(root, local_root)
             self.local_stage_dir = local_root / "stages" / stage / f"fp={fingerprint}"
         ctx = StageContext(local_root, Path(recipe_dir), 0, n_shards, self.local_stage_dir)
@@ -180,6 +180,9 @@ class ShardWorker:
                 self._push_side_tables(s)
             guard = self.lease.commit() if self.lease is not None else None
             summaries.append(self.stage_dir.write_shard(s, part, marker, guard=guard))
+        if self.scratch is not None and shard is not None:
+            ids = [c.column("video_id").to_pylist() for c in (todo, new) if "video_id" in c.column_names]
+            self.scratch.forget(v for col in ids for v in col)
         return {"shards": summaries, "seconds": time.time() - started, "paid": paid}
 
     def _route(self, result: pa.Table, key: str, input_keys, input_shards) -> dict[int, pa.Table]:
@@ -249,11 +252,13 @@ class ShardWorker:
         return old.filter(keep), retry
 
     def close(self) -> None:
-        self.stage.teardown()
-        if self.scratch is not None:  # everything in it went up with its shard
-            import shutil
+        try:
+            self.stage.teardown()
+        finally:
+            if self.scratch is not None:  # everything in it went up with its shard
+                import shutil
 
-            shutil.rmtree(self.scratch.local, ignore_errors=True)
+                shutil.rmtree(self.scratch.local, ignore_errors=True)
 
 
 class ProgressBoard:
