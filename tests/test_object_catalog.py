@@ -6,6 +6,7 @@ work rather than writing into a local folder called "s3:"."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -318,3 +319,31 @@ def test_a_two_node_cluster_shares_only_the_bucket(tmp_path, helpers, bucket, bu
     assert len({c["video_id"] for c in clips}) == 4
     assert all((ObjectPath("s3://cat/cluster") / c["frames"][0]["path"]).is_file() for c in clips)
     assert not (tmp_path / "catalog").exists()
+
+
+@pytest.mark.slow
+def test_keep_media_false_in_a_bucket_deletes_videos_and_a_later_stage_says_why(tmp_path, demo_site, helpers, bucket):
+    from curate.storage import ObjectPath
+    from test_streaming import _stages
+
+    recipe = helpers.write_recipe(tmp_path, _stages(demo_site), catalog="s3://cat/km", shards=3,
+                                  keep_media={"video": False, "audio": False})
+    result = helpers.run_cli("run", str(recipe), env=bucket)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    root = ObjectPath("s3://cat/km")
+    cat = Catalog(root)
+    crawl = [r for s in cat.latest("crawl").done_shards() for r in cat.latest("crawl").read_shard(s).to_pylist()]
+    assert crawl and all(r["status"] == "ok" for r in crawl)
+    for r in crawl:  # the video went from the bucket, and a note says why
+        assert not (root / r["video_path"]).exists()
+        assert json.loads((root / "media" / r["video_id"] / "released.json").read_text())["video"]
+    # A later change that needs the videos again gets a row that says what happened.
+    stages = _stages(demo_site)
+    stages["segment"]["max_gap_s"] = 2.0
+    recipe = helpers.write_recipe(tmp_path, stages, catalog="s3://cat/km", shards=3,
+                                  keep_media={"video": False, "audio": False})
+    result = helpers.run_cli("run", str(recipe), env=bucket)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    seg = cat.latest("segment")
+    rows = [r for s in seg.done_shards() for r in seg.read_shard(s).to_pylist()]
+    assert rows and {r["error_code"] for r in rows} == {"media.released"}, {r["error_code"] for r in rows}
