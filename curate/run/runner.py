@@ -326,7 +326,10 @@ class Runner:
             if is_object_path(self.catalog.root):  # what workers killed before closing left here
                 sweep([run_id, *(r.get("run_id") for r in self.catalog.runs() if r.get("run_id"))])
         if not result.interrupted:
-            self.compact(plans, record)
+            try:
+                self.compact(plans, record)
+            except KeyboardInterrupt:  # a compaction stopped half way is never read (compact.py)
+                result.interrupted = True
         from .summary import stage_summaries
 
         summaries = result.summaries = stage_summaries(self.catalog, {p.name: p.fingerprint for p in plans},
