@@ -123,7 +123,7 @@ def _manifest(sd: StageDir) -> dict | None:
 def _size(path) -> int | None:
     try:
         return path.stat().st_size if is_object_path(path) else os.stat(path).st_size
-    except (OSError, FileNotFoundError):
+    except OSError:
         return None
 
 
@@ -239,7 +239,7 @@ def verify(sd: StageDir, repair: bool = False) -> list[str]:
         path = folder / entry.get("file", "")
         try:
             ok = _size(path) == entry.get("bytes") and sha256_file(path) == entry.get("sha256")
-        except (OSError, FileNotFoundError):
+        except OSError:
             ok = False
         if not ok:
             bad.append(entry.get("file", "?"))
