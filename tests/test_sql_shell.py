@@ -88,6 +88,9 @@ def test_the_prompt_has_line_editing_and_history(tmp_path):
         time.sleep(0.3)
         os.write(fd, b"\r")
         read_until(b"42")
+        # Ctrl-D once the next prompt is up, as a person types it: sent while the answer
+        # still printed, before the line editor took the terminal again, it was lost.
+        read_until(b"curate> ", times=3)
         os.write(fd, b"\x04")  # Ctrl-D: the shell writes its history and exits
         deadline = time.monotonic() + 120  # a loaded machine tears Python down slowly
         while time.monotonic() < deadline and os.waitpid(pid, os.WNOHANG) == (0, 0):
