@@ -77,6 +77,20 @@ def test_noop_run_reads_each_stages_markers_once_and_records_sources_by_hash(syn
     assert stage_doc["params"]["sources"]["count"] == N_VIDEOS and "http://" not in json.dumps(stage_doc)
 
 
+def test_ctrl_c_during_the_end_of_run_compaction_ends_the_run_as_interrupted(synthetic, monkeypatch):
+    import curate.compact
+
+    def interrupted(sd):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(curate.compact, "compact", interrupted)
+    try:
+        result = Runner(load_recipe(synthetic)).run()
+    except KeyboardInterrupt:  # caught here, so it fails this test rather than stopping pytest
+        pytest.fail("the Ctrl-C escaped the run and left its record 'running'")
+    assert result.interrupted
+    assert json.loads(result.record_path.read_text())["status"] == "interrupted"  # the record is written
+
+
 def test_global_stage_marker_holds_one_digest_and_rows_go_back_to_their_shard(synthetic):
     from curate.run.worker import ShardWorker
 
