@@ -140,6 +140,30 @@ def _upright_sample(frame, sample_aspect: Fraction, short_side: int) -> np.ndarr
     return np.ascontiguousarray(np.rot90(sample, turns)) if turns else sample
 
 
+def timeline_start(container) -> float:
+    """The container's start time in seconds: the zero of every time we record."""
+    return (container.start_time or 0) / 1_000_000
+
+
+def frame_period(stream) -> float:
+    """One frame at the stream's average rate (0.0 where it has none)."""
+    rate = stream.average_rate or stream.guessed_rate
+    return 1.0 / float(rate) if rate else 0.0
+
+
+def packet_end(packet, start_s: float, default_duration_s: float = 0.0) -> float | None:
+    """Where ``packet``'s media ends on the container's timeline: ``(pts + duration) *
+    time_base`` minus the container's start ``start_s``; ``default_duration_s`` stands in
+    for a packet without a duration. None for a packet without a timestamp (the demuxer's
+    final flush). Crawl's probe and the decode pass both measure a video's end with this,
+    over its video packets, so crawl's ``duration_s`` is segment's ``video_duration_s``."""
+    if packet.pts is None or packet.time_base is None:
+        return None
+    if packet.duration:
+        return float((packet.pts + packet.duration) * packet.time_base) - start_s
+    return float(packet.pts * packet.time_base) - start_s + default_duration_s
+
+
 def open_video(path: Path):
     """Open ``path`` and return (container, video stream, info); raise DecodeError on faults."""
     import av
@@ -180,6 +204,26 @@ def open_video(path: Path):
     return container, stream, info
 
 
+class Frames(Iterator[Frame]):
+    """The frames of one decode pass, in presentation order. Once the iterator is
+    exhausted, ``end_s`` is where the video stream ends on the container's timeline:
+    the end of its last packet (:func:`packet_end`), the number crawl's probe records."""
+
+    def __init__(self, frames: Iterator[Frame]):
+        self._frames = frames
+        self.end_s: float | None = None
+
+    def __iter__(self) -> "Frames":
+        return self
+
+    def __next__(self) -> Frame:
+        return next(self._frames)
+
+    def close(self) -> None:
+        """Stop decoding (the producer thread ends, the file is closed)."""
+        self._frames.close()
+
+
 def iter_frames(
     path: Path,
     sample_fps: float,
@@ -188,7 +232,7 @@ def iter_frames(
     threads: int = 0,
     queue_size: int = 2,
     batch: int = 32,
-) -> tuple[VideoInfo, Iterator[Frame]]:
+) -> tuple[VideoInfo, Frames]:
     """Open ``path`` and return its info and a frame iterator (one decode pass).
 
     ``sample_fps`` > 0 attaches a sample frame to the first frame at or after
@@ -197,7 +241,8 @@ def iter_frames(
     Raises DecodeError (from opening, or from the iterator mid-stream) for
     per-video faults. Frames cross from the decoding thread in lists of
     ``batch``: one hand-over per frame would cost more in GIL switches than
-    the scene detector itself.
+    the scene detector itself. The iterator's ``end_s``, once it is
+    exhausted, is where the video stream ends (see :class:`Frames`).
     """
     import cv2
 
@@ -208,38 +253,49 @@ def iter_frames(
     small_w, small_h = scene_size(info.width, info.height, scene_min_width)
     step = 1.0 / sample_fps if sample_fps > 0 else None
     name = Path(path).name
+    start_s, period = timeline_start(container), frame_period(stream)
 
     frames: queue.Queue = queue.Queue(maxsize=queue_size)
     stop = threading.Event()
-    done = object()
+    done: list[float | None] = []  # the stream's end, put on the queue after the last frame
 
     def produce() -> None:
         try:
             next_sample = 0.0
             index = 0
             pending: list[Frame] = []
-            for frame in container.decode(stream):
+            end_s = None
+            # Packets, then their frames (as ``container.decode`` does), so the stream's
+            # end is measured on the packets, exactly as crawl's probe measures it.
+            for packet in container.demux(stream):
+                end = packet_end(packet, start_s, period)
+                if end is not None and (end_s is None or end > end_s):
+                    end_s = end
+                for frame in packet.decode():
+                    if stop.is_set():
+                        return
+                    if frame.pts is None:
+                        continue  # no timestamp: cannot be placed in time
+                    tb = Fraction(frame.time_base.numerator, frame.time_base.denominator)
+                    # On the container's timeline; never before its zero (the scene detector needs t >= 0).
+                    pts = max(0, frame.pts - round(info.start_pts * info.time_base / tb))
+                    t = float(pts * tb)
+                    small = _small_bgr(frame, small_w, small_h)
+                    sample = None
+                    if step is not None and t + 1e-6 >= next_sample:
+                        sample = _upright_sample(frame, info.sample_aspect, sample_short_side)
+                        # Next multiple of the step after t (skips gaps in VFR video).
+                        next_sample = (int(t / step + 1e-6) + 1) * step
+                    pending.append(Frame(index, pts, tb, small, sample))
+                    index += 1
+                    if len(pending) >= batch:
+                        frames.put(pending)
+                        pending = []
                 if stop.is_set():
                     return
-                if frame.pts is None:
-                    continue  # no timestamp: cannot be placed in time
-                tb = Fraction(frame.time_base.numerator, frame.time_base.denominator)
-                # On the container's timeline; never before its zero (the scene detector needs t >= 0).
-                pts = max(0, frame.pts - round(info.start_pts * info.time_base / tb))
-                t = float(pts * tb)
-                small = _small_bgr(frame, small_w, small_h)
-                sample = None
-                if step is not None and t + 1e-6 >= next_sample:
-                    sample = _upright_sample(frame, info.sample_aspect, sample_short_side)
-                    # Next multiple of the step after t (skips gaps in VFR video).
-                    next_sample = (int(t / step + 1e-6) + 1) * step
-                pending.append(Frame(index, pts, tb, small, sample))
-                index += 1
-                if len(pending) >= batch:
-                    frames.put(pending)
-                    pending = []
             if pending:
                 frames.put(pending)
+            done.append(end_s)
             frames.put(done)
         except Exception as exc:  # handed to the consumer, raised there
             frames.put(DecodeError("segment.decode", f"{name}: decoding failed: {exc}"))
@@ -251,6 +307,7 @@ def iter_frames(
             while True:
                 item = frames.get()
                 if item is done:
+                    out.end_s = done[0]
                     return
                 if isinstance(item, Exception):
                     raise item
@@ -265,4 +322,5 @@ def iter_frames(
                     thread.join(timeout=0.05)
             container.close()
 
-    return info, consume()
+    out = Frames(consume())
+    return info, out

@@ -3,7 +3,9 @@
 Generic pages give yt-dlp no duration or size, so the file is the truth.
 A truncated file often still opens (its index sits at the front), so the
 probe also demuxes every packet (no decoding, fast) and compares the last
-timestamp with the declared duration.
+timestamp with the declared duration. ``duration_s`` is where the video stream
+ends (its last packet's pts + duration), the number segment's decode pass
+records as ``video_duration_s``; a file without video: where its audio ends.
 
 Times are on the container's timeline (packet time minus the container's
 start time), as the segment stage's frame times are, and the size is the
@@ -35,45 +37,52 @@ class MediaInfo:
 def probe(path: Path, *, min_complete: float = 0.9) -> MediaInfo:
     import av
 
-    from .decode import display_size
+    from .decode import display_size, frame_period, packet_end, timeline_start
 
     rotation = None
+    fps = width = height = None
     try:
         with av.open(str(path)) as container:
             video = next(iter(container.streams.video), None)
             audio = next(iter(container.streams.audio), None)
             declared = container.duration / 1_000_000 if container.duration else None
-            start = (container.start_time or 0) / 1_000_000
-            last_end = 0.0
+            start = timeline_start(container)
             streams = [s for s in (video, audio) if s is not None]
             if not streams:
                 raise CorruptMedia("no audio or video stream")
+            video_index = video.index if video is not None else None
+            period = frame_period(video) if video is not None else 0.0
+            ends = {s.index: 0.0 for s in streams}  # where each stream's media ends
             for packet in container.demux(*streams):
-                if rotation is None and video is not None and packet.stream is video:
+                index = packet.stream.index
+                if rotation is None and index == video_index:
                     rotation = _first_rotation(packet)
-                if packet.pts is None or packet.time_base is None:
-                    continue
-                end = float((packet.pts + (packet.duration or 0)) * packet.time_base) - start
-                last_end = max(last_end, end)
+                # Video packets as the decode pass measures them (segment's video_duration_s).
+                end = packet_end(packet, start, period if index == video_index else 0.0)
+                if end is not None:
+                    ends[index] = max(ends[index], end)
+            if video is not None:  # read while the file is open (a stream's fields live in it)
+                rate = video.average_rate or video.guessed_rate
+                fps = float(rate) if rate else None
+                sar = video.sample_aspect_ratio or video.codec_context.sample_aspect_ratio
+                width, height = video.codec_context.width, video.codec_context.height
+                if width and height:
+                    width, height = display_size(width, height, Fraction(sar.numerator, sar.denominator) if sar
+                                                 else Fraction(1), rotation or 0)
     except CorruptMedia:
         raise
     except Exception as exc:  # PyAV raises many error types for broken files
         raise CorruptMedia(f"{type(exc).__name__}: {exc}") from None
 
+    last_end = max(ends.values())  # where the media data ends, whichever stream ends last
     if declared and last_end < min_complete * declared:
         raise CorruptMedia(f"truncated: media data ends at {last_end:.1f}s of {declared:.1f}s declared")
-    duration = last_end or declared or 0.0
+    # The video's own end (what segment decodes), not the audio's nor the container's
+    # declared duration; a file without video: its audio's end.
+    duration = ends[video_index] if video_index is not None else last_end
+    duration = duration or declared or 0.0
     if duration <= 0:
         raise CorruptMedia("zero-length media")
-    fps = width = height = None
-    if video is not None:
-        rate = video.average_rate or video.guessed_rate
-        fps = float(rate) if rate else None
-        sar = video.sample_aspect_ratio or video.codec_context.sample_aspect_ratio
-        width, height = video.codec_context.width, video.codec_context.height
-        if width and height:
-            width, height = display_size(width, height, Fraction(sar.numerator, sar.denominator) if sar else
-                                         Fraction(1), rotation or 0)
     return MediaInfo(
         duration_s=round(duration, 3),
         width=width,

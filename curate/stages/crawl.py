@@ -124,7 +124,8 @@ class CrawlStage(Stage):
     # 2: duration_s and width/height measured on the file (container clock; the
     #    displayed size, rotation and pixel aspect applied), not taken from the site
     # 3: local files, object URLs and manifests; source_spans / source_meta columns
-    version = "3"
+    # 4: duration_s is where the video stream ends (its last packet), segment's video_duration_s
+    version = "4"
     Params = CrawlParams
     inputs = ()
     input_key = "source"

@@ -76,7 +76,8 @@ class SegmentStage(Stage):
     # 2: time columns start_s/end_s (no SQL quoting), float64 word times
     # 3: container clock, upright display-aspect frames, final speech run kept,
     #    previous by position, no-clip rows keep cuts and frames, scene mode reads crawl
-    version = "3"
+    # 4: video_duration_s is where the video stream ends (its last packet), crawl's duration_s
+    version = "4"
     Params = SegmentParams
     inputs = ("transcribe", "crawl")
     input_key = "video_id"
@@ -242,7 +243,7 @@ def decode_video(video_id: str, path: Path, catalog_root: Path, p: SegmentParams
     try:
         for frame in frames:
             cutter.add(frame.pts, frame.time_base, frame.small)
-            last_t, n = frame.t, n + 1
+            last_t, n = max(last_t, frame.t), n + 1
             if frame.sample is not None:
                 name = f"{len(sampled):06d}.jpg"
                 ok, jpg = cv2.imencode(".jpg", frame.sample, [cv2.IMWRITE_JPEG_QUALITY, p.jpeg_quality])
@@ -261,7 +262,8 @@ def decode_video(video_id: str, path: Path, catalog_root: Path, p: SegmentParams
         # else: the same settings wrote these frames before; they stay as they are
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-    duration = last_t + (1.0 / info.fps if info.fps else 0.0)
+    # Where the video stream ends (its last packet's pts + duration): crawl's duration_s.
+    duration = frames.end_s if frames.end_s is not None else last_t + (1.0 / info.fps if info.fps else 0.0)
     return DecodedVideo(cuts=cutter.finish(), duration_s=duration, frames=sampled)
 
 
