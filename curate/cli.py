@@ -75,7 +75,7 @@ def _catalog_root(arg: str) -> Path:
 def cmd_sql(args) -> int:
     import duckdb
 
-    from .sql import open_catalog
+    from .sql import error_line, open_catalog
 
     opened = open_catalog(_catalog_root(args.catalog), lazy=True)  # views made as queries name them
     con = opened.con
@@ -99,9 +99,9 @@ def cmd_sql(args) -> int:
     try:
         opened.ensure(args.command)
         notices()
-        print_result(con.sql(args.command), args.format)
-    except duckdb.Error as exc:
-        err_console.print(styled(str(exc), "red", f"\nviews: {', '.join(opened.names())}"), highlight=False)
+        print_result(con.sql(args.command), args.format)  # errors come from here too (while fetching)
+    except duckdb.Error as exc:  # the user's query: one line, no traceback
+        err_console.print(styled(error_line(exc, opened.names()), "red"), highlight=False)
         return EXIT_ERRORS
     return EXIT_OK
 

@@ -14,6 +14,8 @@ from typing import Callable
 
 import duckdb
 
+from .sql import error_line
+
 HELP = """type SQL and end it with ';' (it may span lines); Ctrl-C clears the line, Ctrl-D quits
   .tables            the views (a view per stage table, <stage>_all, side tables, runs)
   .schema VIEW       its columns (the same as: describe VIEW;)
@@ -80,17 +82,17 @@ def run_shell(con: duckdb.DuckDBPyConnection, views: list[str], show: Callable,
                 print()
                 buffer = ""
                 continue
-            if not buffer and line.strip().startswith("."):
-                if not dot_command(line.strip(), con, views, show, say):
-                    return 0
-                continue
-            buffer += line + "\n"
-            if buffer.strip().endswith(";"):
-                try:
-                    show(con.sql(buffer))
-                except duckdb.Error as exc:
-                    error(str(exc))
-                buffer = ""
+            try:
+                if not buffer and line.strip().startswith("."):
+                    if not dot_command(line.strip(), con, views, show, say):
+                        return 0
+                    continue
+                buffer += line + "\n"
+                if buffer.strip().endswith(";"):
+                    query, buffer = buffer, ""
+                    show(con.sql(query))
+            except duckdb.Error as exc:  # one line, as `curate sql CATALOG "query"` prints it
+                error(error_line(exc, views))
     finally:
         if readline is not None:
             try:

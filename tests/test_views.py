@@ -196,3 +196,39 @@ def test_markers_jsonl_is_a_cache_the_marker_files_overrule(tmp_path, helpers, m
     assert not sd.marker_path(3).exists() and '"shard":3' in manifest.read_text()
     rows, _ = _sql(helpers, catalog.root, "select video_id from crawl order by 1")
     assert [r["video_id"] for r in rows] == ["v0-again", "v1"]
+
+
+def test_a_bad_query_is_one_line_on_stderr_and_exit_1(tmp_path, helpers):
+    """DuckDB's errors (binder, parser, catalog, conversion while fetching) are one line
+    on stderr, exit 1, no traceback: at `curate sql CATALOG "query"` and at the prompt. A
+    missing table names the views there are."""
+    catalog = Catalog(tmp_path / "cat")
+    sd = _stage(catalog, "annotate", "c" * 16, 1)
+    sd.write_shard(0, _rows("v1"), {})
+    _run(catalog, 1, {"annotate": sd.fingerprint})
+    cases = {
+        "select error_message from annotate": ["Binder Error: ", '"error_message"', "Candidate bindings: ",
+                                               '"error_code"'],
+        "selec video_id from annotate": ["Parser Error: ", '"selec"'],
+        "select * from annotations": ["Catalog Error: ", "annotations does not exist",
+                                      'Did you mean "annotate"? (views: annotate, annotate_all, runs)'],
+        "select cast(video_id as integer) from annotate": ["Conversion Error: ", "'v1'"],
+    }
+    for query, expected in cases.items():
+        result = helpers.run_cli("sql", str(catalog.root), query)
+        assert result.returncode == 1, (query, result.stderr)
+        assert result.stdout == "" and "Traceback" not in result.stderr, (query, result.stderr)
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and all(e in lines[0] for e in expected), (query, result.stderr)
+        assert "LINE 1" not in lines[0] and "^" not in lines[0]
+
+    # The prompt prints the same line, and goes on.
+    script = "".join(f"{q};\n" for q in cases) + "select 7 as seven;\n"
+    result = helpers.run_cli("sql", str(catalog.root), "--format", "csv", input=script,
+                             env={"CURATE_SQL_HISTORY": str(tmp_path / "hist")})
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("views: ") and len(lines) == 1 + len(cases), result.stderr
+    for line, expected in zip(lines[1:], cases.values()):
+        assert all(e in line for e in expected), (line, expected)
+    assert "seven\n7\n" in result.stdout.replace("\r", "")
