@@ -117,6 +117,7 @@ class CatalogViews:
 
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_LISTS_VIEWS = re.compile(r"\b(show|describe|summarize|information_schema|duckdb_\w+|sqlite_master|pragma)\b", re.I)
 _ECHOED_QUERY = re.compile(r"^LINE \d+:")  # DuckDB quotes the query's line, then a caret under it
 _ERROR_TYPE = re.compile(r"^[A-Z][A-Za-z ]* Error: ")
 _NO_SUCH_TABLE = re.compile(r"\b(Table|View) with name (\S+) does not exist")
@@ -145,7 +146,6 @@ def error_line(exc: Exception, views: list[str] | None = None) -> str:
         close = difflib.get_close_matches(missing.group(2), views, n=1)
         text += (f' Did you mean "{close[0]}"?' if close else "") + f" (views: {', '.join(views) or 'none'})"
     return text
-_LISTS_VIEWS = re.compile(r"\b(show|describe|summarize|information_schema|duckdb_\w+|sqlite_master|pragma)\b", re.I)
 
 
 def shards_text(sd: StageDir) -> str:
