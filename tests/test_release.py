@@ -110,7 +110,7 @@ def test_release_layout_card_and_manifest(released):
         assert (v1 / "plots" / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"plots/{png}.png" in (v1 / "README.md").read_text()
     # Nothing of the build's scaffolding is left in the release or beside it.
-    assert not list(v1.glob("_work*")) and not any((catalog / ".release-tmp").iterdir())
+    assert not list(v1.glob("_work*")) and not (catalog / ".release-tmp").exists()
     assert json.loads((catalog / "qa_report.json").read_text())["passed"] is True
 
 
@@ -298,7 +298,7 @@ def test_planted_faults_fail_the_gate_with_those_rows(built, tmp_path):
 
     out = run_cli("release", str(recipe))
     assert out.returncode == 1, out.stdout + out.stderr
-    assert not (catalog / "releases").exists() and not any((catalog / ".release-tmp").iterdir())
+    assert not (catalog / "releases").exists() and not (catalog / ".release-tmp").exists()
     assert "word_times" in out.stdout and "offending" in out.stdout
     report = {c["check"]: c for c in json.loads((catalog / "qa_report.json").read_text())["checks"]}
     failed = {name for name, c in report.items() if not c["passed"]}
@@ -359,7 +359,62 @@ def test_sigkill_midway_leaves_no_version_and_the_next_run_builds_it(built, tmp_
     v1 = catalog / "releases" / "v1"
     manifest = json.loads((v1 / "manifest.json").read_text())
     assert all((v1 / f["path"]).stat().st_size == f["bytes"] for f in manifest["files"])
-    assert not list((catalog / ".release-tmp").iterdir())
+    assert not (catalog / ".release-tmp").exists()  # the killed build's folder went, then the folder itself
+
+
+def _release_tmp(catalog: Path) -> list[str]:
+    return sorted(str(p.relative_to(catalog)) for p in catalog.rglob("*release-tmp*"))
+
+
+def test_a_blocked_or_failed_build_leaves_no_release_tmp(built, tmp_path, monkeypatch):
+    """A release the gate stops, a build that fails (caught, or an error nobody expects),
+    and `curate qa` each leave nothing named .release-tmp (the lock file may stay)."""
+    from curate.recipe import load_recipe
+    from curate.release import build
+    from curate.sql import connect
+
+    recipe, catalog = _copy_catalog(built, tmp_path / "blocked")
+    con, _ = connect(catalog)
+    planted = con.sql("SELECT clip_id FROM dedup WHERE status = 'ok' ORDER BY 1 LIMIT 1").fetchall()[0][0]
+    con.close()
+
+    def plant(rows):  # a word that ends after its clip: word_times blocks the release
+        for r in rows:
+            if r["clip_id"] == planted:
+                r["words"][-1]["end_s"] = r["end_s"] + 5.0
+        return rows
+
+    _rewrite(catalog, "segment", plant)
+    assert build.release(load_recipe(recipe)) == 1
+    assert json.loads((catalog / "qa_report.json").read_text())["passed"] is False
+    assert not (catalog / "releases").exists() and _release_tmp(catalog) == []
+    assert build.qa(load_recipe(recipe)) == 1
+    assert _release_tmp(catalog) == []
+
+    recipe, catalog = _copy_catalog(built, tmp_path / "failed")
+    real_build_tables = build.build_tables
+
+    def tables_then_fault(recipe, cfg, tmp):  # the work database and tables written, then a fault
+        real_build_tables(recipe, cfg, tmp)
+        assert any(tmp.iterdir())
+        raise build.tables.NotReady("planted fault")
+
+    monkeypatch.setattr(build, "build_tables", tables_then_fault)
+    assert build.release(load_recipe(recipe)) == 1
+    assert _release_tmp(catalog) == []
+    assert build.qa(load_recipe(recipe)) == 1
+    assert _release_tmp(catalog) == []
+    monkeypatch.undo()
+
+    def publish_fault(recipe, cfg, b, version, console):  # e.g. the disk fills while exporting
+        (b.tmp / "partial.jsonl").write_text("{")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(build, "_publish", publish_fault)
+    with pytest.raises(OSError, match="No space left"):
+        build.release(load_recipe(recipe))
+    assert not (catalog / "releases").exists() and _release_tmp(catalog) == []
+    assert (catalog / ".release.lock").exists()  # the lock file may stay
 
 
 def test_qa_alone_passes_on_the_clean_catalog_and_releases_nothing(built, tmp_path):
@@ -369,7 +424,7 @@ def test_qa_alone_passes_on_the_clean_catalog_and_releases_nothing(built, tmp_pa
     n = len(list(data_dir("qa_checks").glob("*.sql")))
     assert f"qa_checks: {n}/{n} pass" in out.stdout
     assert json.loads((catalog / "qa_report.json").read_text())["passed"] is True
-    assert not (catalog / "releases").exists()
+    assert not (catalog / "releases").exists() and _release_tmp(catalog) == []
 
 
 def test_a_typo_in_the_release_section_is_refused_before_any_work(tmp_path):

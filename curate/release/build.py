@@ -4,7 +4,9 @@ and rename it into ``releases/<version>/`` only when it is whole.
 A release is immutable: an existing version is refused (exit 2) untouched.
 The temp folder lives in ``<catalog>/.release-tmp/``, outside ``releases/``;
 a build killed midway leaves only that, which the next build (holding the
-catalog's release lock) removes before it starts.
+catalog's release lock) removes before it starts. A build that ends, however
+it ends (released, stopped by the gate, failed), removes its temp folder and
+``.release-tmp/`` itself; the lock file ``.release.lock`` stays.
 """
 
 from __future__ import annotations
@@ -76,7 +78,11 @@ def _locked(root: Path):
         if tmp_root.is_dir():
             for stale in tmp_root.iterdir():  # left by a killed build: never part of a release
                 shutil.rmtree(stale, ignore_errors=True)
-        yield tmp_root
+        try:
+            yield tmp_root
+        finally:  # still holding the lock: no other build has a folder in it
+            with contextlib.suppress(OSError):  # not there, or not empty (a folder that would not go)
+                tmp_root.rmdir()
 
 
 def _fingerprints(recipe: Recipe) -> dict[str, str]:
