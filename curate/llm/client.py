@@ -4,6 +4,13 @@ Retries with exponential backoff and full jitter on 429 (waiting at least
 what ``Retry-After`` asks), 5xx, timeouts and dropped connections. A request
 that still fails raises ``LLMError``; ``transient`` tells the caller whether
 a later run may succeed (the row is then left ``transient``).
+
+An endpoint that is down for good stops the client: once a request ends in
+``llm.local_server_crashed`` (the local servers were given up) or
+``llm.connection`` (nothing accepted a connection through every retry),
+``down`` holds that error and every later request fails with it at once,
+unsent, so a run over thousands of rows does not wait out each one's
+retries against a dead port. The next run tries again.
 """
 
 from __future__ import annotations
@@ -43,9 +50,19 @@ class LLMError(Exception):
         self.completion_tokens = completion_tokens
 
 
+# The code the local LLM's balancer answers with once its servers are given up (curate.llm.balancer).
+LOCAL_CRASHED = "local_server_crashed"
+
+
+def _crashed(exc: BaseException) -> bool:
+    return getattr(exc, "code", None) == LOCAL_CRASHED
+
+
 def _retryable(exc: BaseException) -> bool:
     import openai
 
+    if _crashed(exc):  # nothing will answer: asking again only waits
+        return False
     if isinstance(exc, (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError)):
         return True
     return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
@@ -85,6 +102,8 @@ class LLMClient:
         self.backoff_max_s = backoff_max_s
         self.retry_after_max_s = retry_after_max_s
         self.requests_sent = 0
+        self.base_url = base_url
+        self.down: LLMError | None = None  # set once the endpoint is known dead (see the module's text)
 
     def _wait(self, state: RetryCallState) -> float:
         exp = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (state.attempt_number - 1))
@@ -103,16 +122,24 @@ class LLMClient:
         """Send one chat completion (``model``, ``messages``, sampling, ``response_format``)."""
         import openai
 
+
         retrying = AsyncRetrying(retry=retry_if_exception(_retryable), stop=stop_after_attempt(self.max_retries + 1),
                                  wait=self._wait, before_sleep=self._before_sleep, reraise=True)
         try:
             async for attempt in retrying:
                 with attempt:
                     async with self._slots:
+                        if self.down is not None:  # it went down while this request waited for a slot
+                            raise LLMError(self.down.code, f"not sent: {self.down}", transient=True)
                         self.requests_sent += 1
                         response = await self._client.chat.completions.create(**request)
         except openai.OpenAIError as exc:
-            raise self._as_llm_error(exc) from None
+            error = self._as_llm_error(exc)
+            if error.code in ("llm.local_server_crashed", "llm.connection") and self.down is None:
+                self.down = error
+                log.warning("LLM endpoint %s is down (%s): the remaining requests are not sent", self.base_url,
+                            error)
+            raise error from None
         usage = response.usage
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
@@ -128,10 +155,15 @@ class LLMClient:
 
         msg = self._redact(_short_error(exc))
         attempts = f" after {self.max_retries + 1} attempts" if _retryable(exc) else ""
+        if _crashed(exc):
+            body = getattr(exc, "body", None)
+            said = body.get("message") if isinstance(body, dict) else None
+            return LLMError("llm.local_server_crashed", self._redact(said or msg), transient=True)
         if isinstance(exc, openai.APITimeoutError):
             return LLMError("llm.timeout", f"no reply within the timeout{attempts}", transient=True)
         if isinstance(exc, openai.APIConnectionError):
-            return LLMError("llm.connection", f"cannot reach the endpoint{attempts}: {msg}", transient=True)
+            return LLMError("llm.connection", f"cannot reach {self.base_url}{attempts}: {_cause(exc)}",
+                            transient=True)
         if isinstance(exc, openai.RateLimitError):
             return LLMError("llm.rate_limited", f"rate limited{attempts}: {msg}", transient=True)
         if isinstance(exc, openai.APIStatusError):
@@ -151,6 +183,13 @@ class LLMClient:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost reason a connection failed (e.g. ``ConnectError: [Errno 111] Connection refused``)."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    return _short_error(exc)
 
 
 def _short_error(exc: BaseException | None) -> str:

@@ -15,18 +15,23 @@ answer two at once.
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import logging
 import os
 import signal
 import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from .. import procs
+from .llama_build import describe_exit
 
 log = logging.getLogger("curate.llm")
 
@@ -70,42 +75,97 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+CRASH_FIX = ("its llama.cpp build may not run on this CPU: `make setup` proves the build with a real completion "
+             "and rebuilds it (CURATE_LLAMA_BUILD=baseline: the most portable build; docs/annotate.md), or set "
+             "CURATE_LLM_URL to another endpoint")
+
+
+@dataclass
+class _Server:
+    index: int
+    port: int
+    proc: procs.Popen
+    restarts: int = 0
+    given_up: bool = False
+
+
 class LocalLLM:
-    """Start the server on 127.0.0.1, wait until it answers, stop it on exit."""
+    """Start the server(s) on 127.0.0.1 behind one URL, wait until they answer, keep them
+    up, stop them on exit.
+
+    A server that dies (llama.cpp crashing on this CPU, the OOM killer) is restarted
+    after a backoff, ``max_restarts`` times at most; meanwhile its requests go to
+    another server, or wait for the restart (``curate.llm.balancer``). Once every
+    server is given up, each request is answered with ``local_server_crashed`` naming
+    the exit signal and the log (``crash_message``).
+    """
 
     def __init__(self, port: int | None = None, *, n_ctx: int = 4096, n_threads: int | None = None,
-                 n_servers: int = 1, startup_timeout_s: float = 120.0, log_path: Path | None = None):
+                 n_servers: int = 1, startup_timeout_s: float = 120.0, log_path: Path | None = None,
+                 max_restarts: int = 3, restart_backoff_s: float = 1.0,
+                 command: Callable[[str, int], list[str]] | None = None):
         self.host = "127.0.0.1"
         self.port = port or free_port(self.host)
         self.model = MODEL_ALIAS
         self.n_ctx, self.n_threads, self.n_servers = n_ctx, n_threads, max(1, n_servers)
         self.startup_timeout_s = startup_timeout_s
-        self.log_path = log_path
-        self._procs: list[tuple[procs.Popen, int]] = []
+        self.log_path = Path(log_path) if log_path else None
+        self.max_restarts, self.restart_backoff_s = max_restarts, restart_backoff_s
+        self._command = command
+        self.servers: list[_Server] = []
+        self.deaths: list[str] = []  # how each server that died ended, in order (e.g. SIGSEGV)
         self._balancer = None
         self._log_file = None
+        self._env: dict[str, str] = {}
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()  # a restart's spawn against the exit's stop
+        self._watchers: list[threading.Thread] = []
 
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
+    def server_pids(self) -> list[int]:
+        return [s.proc.pid for s in self.servers if s.proc.poll() is None]
+
+    def _cmd(self, port: int) -> list[str]:
+        if self._command is not None:
+            return self._command(self.host, port)
+        return server_command(smollm2_gguf_path(), self.host, port, n_ctx=self.n_ctx, n_threads=self.n_threads)
+
+    def _spawn(self, port: int) -> procs.Popen:
+        return procs.popen(self._cmd(port), stdout=self._log_file, stderr=procs.STDOUT, env=self._env)
+
+    def _note(self, text: str) -> None:
+        """A line of curate's own in the servers' log, and in curate's."""
+        log.warning("%s", text)
+        if self._log_file not in (None, procs.DEVNULL):
+            self._log_file.write(f"[curate {time.strftime('%H:%M:%S')}] {text}\n".encode())
+            self._log_file.flush()
+
     def __enter__(self) -> "LocalLLM":
-        model = smollm2_gguf_path()
-        ports = [self.port] if self.n_servers == 1 else [free_port(self.host) for _ in range(self.n_servers)]
+        if self._command is None:
+            smollm2_gguf_path()  # a clear error before anything starts
+        if self.log_path:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "ab") if self.log_path else procs.DEVNULL
         # Offline by construction: the model is a local file, and nothing may try a hub.
-        env = dict(os.environ, HF_HUB_OFFLINE="1")
+        self._env = dict(os.environ, HF_HUB_OFFLINE="1")
         try:
-            for port in ports:
-                cmd = server_command(model, self.host, port, n_ctx=self.n_ctx, n_threads=self.n_threads)
-                proc = procs.popen(cmd, stdout=self._log_file, stderr=procs.STDOUT, env=env)
-                self._procs.append((proc, port))
-            for proc, port in self._procs:
-                self._wait_ready(proc, port)
-            if self.n_servers > 1:
-                from .balancer import Balancer
+            for i in range(self.n_servers):
+                port = free_port(self.host)
+                self.servers.append(_Server(i, port, self._spawn(port)))
+            for server in self.servers:
+                self._wait_ready(server.proc, server.port)
+            from .balancer import Balancer
 
-                self._balancer = Balancer(self.host, self.port, ports).__enter__()
+            # Always behind the balancer, one server too: the URL outlives a restart.
+            self._balancer = Balancer(self.host, self.port, [s.port for s in self.servers]).__enter__()
+            for server in self.servers:
+                watcher = threading.Thread(target=self._watch, args=(server,), name=f"llm-watch-{server.index}",
+                                           daemon=True)
+                watcher.start()
+                self._watchers.append(watcher)
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -115,10 +175,10 @@ class LocalLLM:
     def _wait_ready(self, proc: procs.Popen, port: int) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
         url = f"http://{self.host}:{port}/v1/models"
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self._stopping.is_set():
             if proc.poll() is not None:
                 where = f" (see {self.log_path})" if self.log_path else ""
-                raise LocalLLMError(f"the local LLM server exited with code {proc.returncode}{where}")
+                raise LocalLLMError(f"the local LLM server exited with {describe_exit(proc.returncode)}{where}")
             try:
                 with urllib.request.urlopen(url, timeout=2) as r:
                     if r.status == 200:
@@ -128,22 +188,95 @@ class LocalLLM:
             time.sleep(0.2)
         raise LocalLLMError(f"the local LLM server did not answer within {self.startup_timeout_s:.0f}s on {url}")
 
+    def _watch(self, server: _Server) -> None:
+        """One server's keeper: restart it when it dies, give it up after ``max_restarts``,
+        and when the last one is given up, have the balancer say so to every request."""
+        while not self._stopping.is_set():
+            returncode = server.proc.wait()
+            if self._stopping.is_set():
+                return
+            self._balancer.remove(server.port)
+            self._restart(server, describe_exit(returncode))
+            if server.given_up:
+                with self._lock:
+                    if self.crashed and self._balancer.given_up is None:
+                        self._balancer.give_up(self.crash_message())
+                        self._note("every local LLM server was given up: " + self.crash_message())
+                return
+
+    def _restart(self, server: _Server, how: str) -> None:
+        """Restart ``server`` (which ended ``how``) until one start answers or the tries run out."""
+        while not self._stopping.is_set():
+            with self._lock:
+                self.deaths.append(how)
+            if server.restarts >= self.max_restarts:
+                server.given_up = True
+                self._note(f"server {server.index} ended with {how}; not restarted ({server.restarts} restarts)")
+                return
+            server.restarts += 1
+            wait = self.restart_backoff_s * 2 ** (server.restarts - 1)
+            self._note(f"server {server.index} ended with {how}; restart {server.restarts}/{self.max_restarts} "
+                       f"in {wait:.1f}s")
+            if self._stopping.wait(wait):
+                return
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                server.port = free_port(self.host)
+                server.proc = self._spawn(server.port)
+            try:
+                self._wait_ready(server.proc, server.port)
+            except LocalLLMError:
+                if self._stopping.is_set():
+                    return
+                if server.proc.poll() is None:  # it hangs: stop it, it counts as a death
+                    _stop(server.proc)
+                how = describe_exit(server.proc.returncode)
+                continue
+            self._balancer.add(server.port)
+            return
+
+    def crash_message(self) -> str:
+        """One line: how the servers ended, where their log is, what to do."""
+        counts = collections.Counter(self.deaths)
+        how = ", ".join(f"{name} x{n}" if n > 1 else name for name, n in counts.most_common())
+        where = f"its log: {_shown(self.log_path)}" if self.log_path else "no log kept (LocalLLM(log_path=...))"
+        return (f"the local LLM server crashed {len(self.deaths)} time(s) ({how}) and was not restarted again; "
+                f"{where}; {CRASH_FIX}")
+
+    @property
+    def crashed(self) -> bool:
+        """Every server was given up."""
+        return bool(self.servers) and all(s.given_up for s in self.servers)
+
     def __exit__(self, *exc) -> None:
+        with self._lock:  # no restart spawns a server after this
+            self._stopping.set()
         if self._balancer is not None:
             self._balancer.__exit__(None, None, None)
-            self._balancer = None
-        for proc, _port in self._procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc, _port in self._procs:
+        for server in self.servers:
+            if server.proc.poll() is None:
+                server.proc.terminate()
+        for watcher in self._watchers:
+            watcher.join(timeout=30)
+        self._watchers = []
+        for server in self.servers:
             try:
-                proc.wait(timeout=10)
+                server.proc.wait(timeout=10)
             except procs.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self._procs = []
+                server.proc.kill()
+                server.proc.wait()
         if self._log_file not in (None, procs.DEVNULL):
             self._log_file.close()
+            self._log_file = None
+
+
+def _shown(path: Path) -> str:
+    """A path as a person types it here: relative to the working folder when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _die_with_parent() -> None:
