@@ -60,15 +60,14 @@ def _env(name: str, value: str):
             os.environ[name] = old
 
 
-def _local_llm(recipe_path: Path, console: Console):
-    """Start the bundled local LLM when the recipe annotates and no endpoint is configured."""
-    import yaml
-
-    doc = yaml.safe_load(recipe_path.read_text()) or {}
-    if "annotate" not in (doc.get("stages") or {}) or os.environ.get("CURATE_LLM_URL"):
+def _local_llm(recipe, run_id: str, console: Console):
+    """Start the bundled local LLM when the recipe annotates and no endpoint is configured;
+    its servers' log goes to the run's folder, ``runs/<run_id>/local-llm.log``."""
+    if "annotate" not in recipe.stage_params() or os.environ.get("CURATE_LLM_URL"):
         return contextlib.nullcontext(None)
+    log_path = Path(recipe.catalog) / "runs" / run_id / "local-llm.log"
     console.print("starting the bundled local LLM (SmolLM2-135M, llama.cpp) on 127.0.0.1 ...")
-    return demo_llm()
+    return demo_llm(log_path=log_path)
 
 
 def demo_llm(**kwargs):
@@ -103,6 +102,8 @@ def run_demo(port: int = 8765, recipe: str | None = None, console: Console | Non
     is given) over all of them, served as one feed; its catalog is ``catalogs/demo-<videos>``."""
     from ..console import print_result, run_and_report
     from ..recipe import load_recipe
+    from ..run.hints import catalog_hints
+    from ..run.runner import new_run_id
     from ..sql import connect
 
     if console is None:
@@ -126,11 +127,12 @@ def run_demo(port: int = 8765, recipe: str | None = None, console: Console | Non
         catalog_env = _env("CURATE_DEMO_CATALOG", demo_catalog)
     with catalog_env, _site(port, console, directories) as site, _env("CURATE_DEMO_SITE", site.base_url):
         console.print(f"demo site on {site.base_url}  (pages: {', '.join(site.video_names())})")
-        with _local_llm(recipe_path, console) as llm:
+        run_id = new_run_id()
+        with _local_llm(load_recipe(recipe_path), run_id, console) as llm:
             ctx = _env("CURATE_LLM_URL", llm.base_url) if llm is not None else contextlib.nullcontext()
             with ctx:
                 recipe_model = load_recipe(recipe_path)
-                code = run_and_report(recipe_model)
+                code = run_and_report(recipe_model, run_id=run_id)
                 catalog = recipe_model.catalog
     card = None
     if code == 0 and recipe_model.release is not None:
@@ -142,4 +144,9 @@ def run_demo(port: int = 8765, recipe: str | None = None, console: Console | Non
     print_result(con.sql(DEMO_QUERY), "table")
     if card is not None:
         console.print(styled("\nDataset card", "bold", f": {card}"), highlight=False)
+    elif recipe_model.release is not None:  # the last line says why there is no release, and what to do
+        why = catalog_hints(recipe_model)
+        console.print(styled("\nno release", "red", f": {why[0]}" if why else
+                             f": see the run's errors and the gate's checks above ({catalog}/qa_report.json)"),
+                      highlight=False)
     return code

@@ -206,6 +206,15 @@ def _publish(recipe: Recipe, cfg: ReleaseConfig, b: Build, version: str, console
                                               **doc})
 
 
+def _say_outside_the_data(recipe: Recipe, console: Console) -> None:
+    """When the error rate that stopped the gate comes from a cause no sample had
+    (the LLM never answered), say so, and what to do, in one line."""
+    from ..run.hints import catalog_hints
+
+    for line in catalog_hints(recipe):
+        console.print(styled("not the data", "red", f": {line}; then `curate release` again"), highlight=False)
+
+
 def latest_release(recipe: Recipe) -> Path | None:
     """The newest release built from exactly the tables the recipe resolves to, if any."""
     fps = _fingerprints(recipe)
@@ -249,6 +258,8 @@ def release(recipe: Recipe, version: str | None = None, console: Console | None 
                     b.con.close()
                     console.print(styled(f"release {version} stopped by {len(failed)} blocking check(s)", "red",
                                          f"; offending rows in {catalog.root / 'qa_report.json'}; nothing was released"))
+                    if any(r.check.name == "error_rate" for r in failed):
+                        _say_outside_the_data(recipe, console)
                     return EXIT_FAILED
                 _publish(recipe, cfg, b, version, console)
                 console.print("built in " + ", ".join(f"{k} {v:.1f} s" for k, v in b.timings.items()))

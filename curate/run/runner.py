@@ -67,6 +67,11 @@ class RunResult:
         return not self.errors
 
 
+def new_run_id() -> str:
+    """``20261203T091500Z-1a2b3c``: sorts by start time; names the run record and the run's folder."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
 def plan(recipe: Recipe) -> list[StagePlan]:
     """Fingerprints in pipeline order; refuses a stage whose inputs are not enabled."""
     stages = available_stages()
@@ -155,8 +160,9 @@ def _root_message(exc: BaseException) -> str:
 
 
 class Runner:
-    def __init__(self, recipe: Recipe, console: Console | None = None):
+    def __init__(self, recipe: Recipe, console: Console | None = None, run_id: str | None = None):
         self.recipe = recipe
+        self.run_id = run_id  # None: a new one per run()
         self.catalog = Catalog(recipe.catalog)
         self.console = console or Console(stderr=True)
         self.spent: dict[str, dict[str, float]] = {}  # per stage: what this run paid (tokens, cost)
@@ -261,7 +267,7 @@ class Runner:
         problems, _ = preflight(self.recipe, [p for p in plans if schedule.open_units(p.name)])
         if problems:  # a missing model fails here, not minutes later in a worker
             raise RecipeError("\n".join(problems))
-        run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+        run_id = self.run_id or new_run_id()
         result = RunResult(run_id, self.recipe.catalog, plans)
         # One run writes a catalog at a time; a dead run's lease is taken over (run/lease.py).
         self.lease = RunLease(self.catalog.root, run_id)

@@ -22,14 +22,18 @@ def stage_summaries(catalog: Catalog, fingerprints: dict[str, str], n_shards: in
         counts: collections.Counter = collections.Counter()
         codes: collections.Counter = collections.Counter()
         sums: collections.Counter = collections.Counter()
+        examples: dict[str, str] = {}
         done = 0
         for marker in sd.markers(range(n_shards)).values():
             done += 1
             counts.update(marker.get("counts", {}))
             codes.update(marker.get("error_codes", {}))
             sums.update(marker.get("sums", {}))
+            for code, msg in (marker.get("error_examples") or {}).items():
+                examples.setdefault(code, msg)
         out[stage] = {"shards_done": done, "shards": n_shards, "rows": sum(counts.values()),
-                      "counts": dict(counts), "error_codes": dict(codes.most_common()), "sums": dict(sums)}
+                      "counts": dict(counts), "error_codes": dict(codes.most_common()),
+                      "error_examples": examples, "sums": dict(sums)}
     return out
 
 

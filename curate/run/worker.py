@@ -34,7 +34,14 @@ def table_stats(table: pa.Table) -> dict:
     statuses = collections.Counter(table.column("status").to_pylist())
     codes = collections.Counter(c for c in table.column("error_code").to_pylist() if c)
     sums = {c: float(pc.sum(table.column(c)).as_py() or 0) for c in SUMMED_COLUMNS if c in table.column_names}
-    return {"counts": dict(statuses), "error_codes": dict(codes.most_common(20)), "sums": sums}
+    top = dict(codes.most_common(20))
+    # One message per frequent code, so the run can say what went wrong without opening a shard.
+    examples: dict[str, str] = {}
+    if top and "error_msg" in table.column_names:
+        for code, msg in zip(table.column("error_code").to_pylist(), table.column("error_msg").to_pylist()):
+            if code in top and code not in examples and msg:
+                examples[code] = msg
+    return {"counts": dict(statuses), "error_codes": top, "error_examples": examples, "sums": sums}
 
 
 class Secret:
