@@ -9,9 +9,15 @@ settings (5-15 s, a new clip at a pause over 3 s), all six tasks. Prints the
 seconds of each, the ratio, and rows per status.
 
     PYTHONPATH=. python bench/annotate_demo.py [--old-ref REF] [--videos 4]
+    PYTHONPATH=. python bench/annotate_demo.py --builds A.whl B.whl [--videos 4]
 
 Target: >= 2x. Each side gets a fresh cache, so every reply is asked for.
 The local model's replies depend on the CPU; so do the statuses printed.
+
+``--builds``: this checkout twice, with two llama-cpp-python wheels (e.g. the
+native and the portable build from ``~/.cache/curate/llama-cpp-python``,
+issue 21), each unpacked into a folder put first on the servers' path; the
+ratio is A's seconds over B's.
 """
 
 from __future__ import annotations
@@ -95,14 +101,17 @@ def server_cpu_s(llm) -> float:
     """CPU seconds the llama.cpp server process(es) used so far (user + system)."""
     import psutil
 
-    procs = [proc for proc, _port in getattr(llm, "_procs", [])] or [llm._proc]  # after / before issue 9
-    return sum(sum(psutil.Process(proc.pid).cpu_times()[:2]) for proc in procs)
+    if hasattr(llm, "server_pids"):  # after issue 21
+        pids = llm.server_pids()
+    else:  # after / before issue 9
+        pids = [proc.pid for proc, _port in getattr(llm, "_procs", [])] or [llm._proc.pid]
+    return sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids)
 
 
-def side(tree: Path, clips_path: Path, label: str) -> dict:
+def side(tree: Path, clips_path: Path, label: str, site: Path | None = None) -> dict:
     out = clips_path.with_name(f"{label}.json")
     # CURATE_BENCH_SITE: extra site folders first (e.g. another llama-cpp-python build)
-    extra = [p for p in os.environ.get("CURATE_BENCH_SITE", "").split(os.pathsep) if p]
+    extra = ([str(site)] if site else []) + [p for p in os.environ.get("CURATE_BENCH_SITE", "").split(os.pathsep) if p]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([*extra, str(tree)]), HF_HUB_OFFLINE="1")
     subprocess.run([sys.executable, __file__, "--drive", str(tree), str(clips_path), str(out)], env=env,
                    check=True, stdin=subprocess.DEVNULL)
@@ -121,14 +130,49 @@ def report(label: str, result: dict) -> None:
     print(f"    failed, not livecc_filter: {failed}/{len(judged)} ({100 * failed / max(1, len(judged)):.0f}%)")
 
 
+def compare_builds(a: Path, b: Path, videos: int, repeat: int) -> None:
+    import zipfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        sites = {}
+        for label, wheel in (("A", a), ("B", b)):
+            sites[label] = tmp / f"site-{label}"
+            with zipfile.ZipFile(wheel) as z:
+                z.extractall(sites[label])
+        clips = demo_clips(videos)
+        clips_path = tmp / "clips.json"
+        clips_path.write_text(json.dumps(clips))
+        print(f"{len(clips)} demo clips x 6 tasks; A = {a.name} ({a.parent.name}), B = {b.name} ({b.parent.name})",
+              flush=True)
+        results = {}
+        for turn in range(repeat):  # alternating, so a change in the machine's load hits both
+            for label in ("A", "B"):
+                got = side(ROOT, clips_path, f"{label}{turn}", site=sites[label])
+                report(f"{label} (run {turn + 1})", got)
+                if label not in results or got["seconds"] < results[label]["seconds"]:
+                    results[label] = got
+    same = {r["annotation_id"] for r in results["A"]["rows"]} == {r["annotation_id"] for r in results["B"]["rows"]}
+    print(f"same rows (clip, task): {same}")
+    print(f"server CPU seconds: A/B {results['A']['cpu_s'] / results['B']['cpu_s']:.2f}x")
+    print(f"best of {repeat}: A {results['A']['seconds']:.1f} s, B {results['B']['seconds']:.1f} s; "
+          f"ratio (A seconds / B seconds): {results['A']['seconds'] / results['B']['seconds']:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--old-ref", default=OLD_REF, help="git ref of the 'before' code")
     ap.add_argument("--videos", type=int, default=4, help="demo videos whose clips are annotated (1-4)")
+    ap.add_argument("--builds", nargs=2, type=Path, metavar=("A.whl", "B.whl"),
+                    help="compare two llama-cpp-python wheels instead of two commits")
+    ap.add_argument("--repeat", type=int, default=2, help="--builds: runs of each, alternating; the best counts")
     ap.add_argument("--drive", nargs=3, metavar=("TREE", "CLIPS", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.drive:
         drive(*(Path(a) for a in args.drive))
+        return
+    if args.builds:
+        compare_builds(*args.builds, videos=args.videos, repeat=args.repeat)
         return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

