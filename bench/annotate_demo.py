@@ -154,6 +154,9 @@ def compare_builds(a: Path, b: Path, videos: int, repeat: int) -> None:
                     results[label] = got
     same = {r["annotation_id"] for r in results["A"]["rows"]} == {r["annotation_id"] for r in results["B"]["rows"]}
     print(f"same rows (clip, task): {same}")
+    verdicts = [{r["annotation_id"]: (r["status"], r["error_code"], r["completion_tokens"]) for r in results[k]["rows"]}
+                for k in ("A", "B")]
+    print(f"same verdict and reply length in every row: {verdicts[0] == verdicts[1]}")
     print(f"server CPU seconds: A/B {results['A']['cpu_s'] / results['B']['cpu_s']:.2f}x")
     print(f"best of {repeat}: A {results['A']['seconds']:.1f} s, B {results['B']['seconds']:.1f} s; "
           f"ratio (A seconds / B seconds): {results['A']['seconds'] / results['B']['seconds']:.2f}x")
