@@ -314,6 +314,31 @@ def test_planted_faults_fail_the_gate_with_those_rows(built, tmp_path):
     assert not (catalog / "releases").exists()
 
 
+def test_a_gate_stopped_by_rows_that_failed_outside_the_data_says_why_in_one_line(built, tmp_path):
+    from curate.run.worker import table_stats
+
+    recipe, catalog = _copy_catalog(built, tmp_path)
+    why = ("the local LLM server crashed 8 time(s) (SIGSEGV x8) and was not restarted again; its log: "
+           "catalogs/demo/runs/r1/local-llm.log; rebuild it")
+    sd = Catalog(catalog).latest("annotate")
+    for s in sd.done_shards():  # every annotation lost to a crashed server, as on issue 21's machine
+        marker = json.loads(sd.marker_path(s).read_text())
+        table = sd.read_shard(s)
+        rows = [r | {"status": "transient", "error_code": "llm.local_server_crashed", "error_msg": why,
+                     "output": None} for r in table.to_pylist()]
+        new = pa.Table.from_pylist(rows, schema=table.schema)
+        sd.write_shard(s, new, {k: v for k, v in marker.items() if k not in ("rows", "bytes", "sha256", "shard")}
+                       | table_stats(new))
+    recipe = release_recipe(tmp_path, catalog, built[2], "http://127.0.0.1:9/v1")
+    out = run_cli("release", str(recipe))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "error_rate" in out.stdout and not (catalog / "releases").exists()
+    lines = [line for line in out.stdout.splitlines() if line.startswith("not the data:")]
+    assert len(lines) == 1, out.stdout
+    assert "annotate:" in lines[0] and "llm.local_server_crashed" in lines[0] and why in lines[0]
+    assert lines[0].endswith("then `curate release` again")
+
+
 def test_decontaminated_videos_are_left_out_and_counted_media_hardlinked(built, tmp_path):
     from curate.recipe import load_recipe
     from curate.release.build import release

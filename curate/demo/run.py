@@ -91,7 +91,7 @@ def _release(recipe, console: Console) -> tuple[int, Path | None]:
         console.print(f"\nrelease {existing.name} holds these tables already")
         return 0, existing / "README.md"
     console.print(styled("\nRelease", "bold", "  (curate release <recipe>)"))
-    code = release(recipe, console=console)
+    code = release(recipe, console=console, explain=False)  # the demo's last line says it
     made = latest_release(recipe) if code == 0 else None
     return code, (made / "README.md" if made else None)
 
@@ -148,5 +148,5 @@ def run_demo(port: int = 8765, recipe: str | None = None, console: Console | Non
         why = catalog_hints(recipe_model)
         console.print(styled("\nno release", "red", f": {why[0]}" if why else
                              f": see the run's errors and the gate's checks above ({catalog}/qa_report.json)"),
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
     return code
