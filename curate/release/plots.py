@@ -19,6 +19,13 @@ def _plt():
     return plt
 
 
+def _integer_counts(axis) -> None:
+    """Counts are whole: ticks at integers only (a 4-clip release showed 0.5, 1.5 clips)."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _values(con: duckdb.DuckDBPyConnection, sql: str) -> list[float]:
     return [r[0] for r in con.execute(sql).fetchall() if r[0] is not None]
 
@@ -39,6 +46,7 @@ def _hist(path: Path, values: list[float], title: str, xlabel: str, marks: list[
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
+    _integer_counts(ax.yaxis)
     if len(series) > 1 or marks:
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -65,6 +73,7 @@ def _bars(path: Path, groups: dict[str, dict[str, int]], title: str, ylabel: str
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     ax.set_title(title)
     ax.set_ylabel(ylabel)
+    _integer_counts(ax.yaxis)
     if stacks:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over a bar
     ax.tick_params(axis="x", labelrotation=20)
