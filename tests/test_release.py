@@ -225,6 +225,14 @@ def test_croissant_validates(released):
     validate(v1 / "croissant.json")
     doc = json.loads((v1 / "croissant.json").read_text())
     assert {rs["name"] for rs in doc["recordSet"]} >= {"clips", "qa"}
+    # As the card says to load it: mlcroissant reads the records from the Parquet files.
+    import itertools
+
+    import mlcroissant as mlc
+
+    assert "pip install 'mlcroissant[parquet]'" in (v1 / "README.md").read_text()
+    records = list(itertools.islice(mlc.Dataset(jsonld=str(v1 / "croissant.json")).records(record_set="clips"), 3))
+    assert records and all(r["clips/clip_id"] for r in records)
 
 
 def test_existing_version_is_refused_untouched(released):
@@ -248,13 +256,17 @@ def test_sql_shows_release_views(released):
 # --- planted faults ---------------------------------------------------------
 
 def _rewrite(catalog: Path, stage: str, fn) -> None:
-    """Apply ``fn(rows) -> rows`` to every shard of a stage's latest table, keeping markers valid."""
+    """Apply ``fn(rows) -> rows`` to every shard of a stage's latest table, keeping markers valid
+    (their counts and codes too)."""
+    from curate.run.worker import table_stats
+
     sd = Catalog(catalog).latest(stage)
     for s in sd.done_shards():
         marker = json.loads(sd.marker_path(s).read_text())
         table = sd.read_shard(s)
-        sd.write_shard(s, pa.Table.from_pylist(fn(table.to_pylist()), schema=table.schema),
-                       {k: v for k, v in marker.items() if k not in ("rows", "bytes", "sha256", "shard")})
+        new = pa.Table.from_pylist(fn(table.to_pylist()), schema=table.schema)
+        sd.write_shard(s, new, {k: v for k, v in marker.items() if k not in ("rows", "bytes", "sha256", "shard")}
+                       | table_stats(new))
 
 
 def test_planted_faults_fail_the_gate_with_those_rows(built, tmp_path):
@@ -315,20 +327,12 @@ def test_planted_faults_fail_the_gate_with_those_rows(built, tmp_path):
 
 
 def test_a_gate_stopped_by_rows_that_failed_outside_the_data_says_why_in_one_line(built, tmp_path):
-    from curate.run.worker import table_stats
-
     recipe, catalog = _copy_catalog(built, tmp_path)
     why = ("the local LLM server crashed 8 time(s) (SIGSEGV x8) and was not restarted again; its log: "
            "catalogs/demo/runs/r1/local-llm.log; rebuild it")
-    sd = Catalog(catalog).latest("annotate")
-    for s in sd.done_shards():  # every annotation lost to a crashed server, as on issue 21's machine
-        marker = json.loads(sd.marker_path(s).read_text())
-        table = sd.read_shard(s)
-        rows = [r | {"status": "transient", "error_code": "llm.local_server_crashed", "error_msg": why,
-                     "output": None} for r in table.to_pylist()]
-        new = pa.Table.from_pylist(rows, schema=table.schema)
-        sd.write_shard(s, new, {k: v for k, v in marker.items() if k not in ("rows", "bytes", "sha256", "shard")}
-                       | table_stats(new))
+    # Every annotation lost to a crashed server, as on issue 21's machine.
+    _rewrite(catalog, "annotate", lambda rows: [r | {"status": "transient", "error_code": "llm.local_server_crashed",
+                                                     "error_msg": why, "output": None} for r in rows])
     recipe = release_recipe(tmp_path, catalog, built[2], "http://127.0.0.1:9/v1")
     out = run_cli("release", str(recipe))
     assert out.returncode == 1, out.stdout + out.stderr
@@ -337,6 +341,21 @@ def test_a_gate_stopped_by_rows_that_failed_outside_the_data_says_why_in_one_lin
     assert len(lines) == 1, out.stdout
     assert "annotate:" in lines[0] and "llm.local_server_crashed" in lines[0] and why in lines[0]
     assert lines[0].endswith("then `curate release` again")
+
+
+def test_an_export_asked_for_and_not_written_is_explained_in_the_card(built, tmp_path):
+    recipe, catalog = _copy_catalog(built, tmp_path)
+    # No annotation ends ok (each clip's LiveCC check said no): nothing for the sft export.
+    _rewrite(catalog, "annotate", lambda rows: [r | {"status": "filtered", "error_code": "livecc.not_personal_feelings",
+                                                     "error_msg": "planted", "output": None} for r in rows])
+    recipe = release_recipe(tmp_path, catalog, built[2], "http://127.0.0.1:9/v1", exports=["stream", "sft"])
+    out = run_cli("release", str(recipe))
+    assert out.returncode == 0, out.stdout + out.stderr
+    v1 = catalog / "releases" / "v1"
+    assert (v1 / "exports" / "stream").is_dir() and not (v1 / "exports" / "sft").exists()
+    card = (v1 / "README.md").read_text()
+    assert "The recipe asks for the `sft` export (`release.exports`); it is not in this release: no annotation" in card
+    assert "`stream` export" not in card
 
 
 def test_decontaminated_videos_are_left_out_and_counted_media_hardlinked(built, tmp_path):

@@ -171,6 +171,10 @@ def _publish(recipe: Recipe, cfg: ReleaseConfig, b: Build, version: str, console
         ann_splits = [s for s in b.split_names if s in used]
         if "sft" in cfg.exports and ann_splits:
             written["sft"] = {s: exports.write_sft(con, tmp, s) for s in ann_splits}
+        absent = {e: why for e, why in (
+            ("stream", "no clip was released"),
+            ("sft", "no annotation of a task other than livecc_filter was released (the recipe annotates "
+                    "nothing, or no annotation row ended ok)")) if e in cfg.exports and e not in written}
     min_sim = (recipe.stage_params().get("filter") and getattr(recipe.stages.filter, "min_similarity", None))
     with b.timed("plots"):
         made = plots.make_plots(con, tmp, b.views, min_sim, cfg.gate.words_per_second)
@@ -185,7 +189,7 @@ def _publish(recipe: Recipe, cfg: ReleaseConfig, b: Build, version: str, console
     text = card.render(front=front, name=recipe.name, version=version, release=cfg,
                        funnel=tables.funnel(con, b.views), split_rows=sizes, decontaminated=n_decon, plots=made,
                        recipe_yaml=recipe_text, fingerprints=b.fps, versions=_versions(catalog, b.fps),
-                       results=b.results, exports=written, configs=b.configs)
+                       results=b.results, exports=written, absent_exports=absent, configs=b.configs)
     (tmp / "README.md").write_text(text)
     atomic_write_json(tmp / "qa_report.json", {"version": version, "checks": [r.as_dict() for r in b.results]})
     m = re.fullmatch(r"v(\d+)", version)

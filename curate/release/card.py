@@ -64,7 +64,8 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 def render(*, front: dict, name: str, version: str, release, funnel: list[dict], split_rows: dict,
            decontaminated: int, plots: list[tuple[str, str]], recipe_yaml: str, fingerprints: dict,
-           versions: dict, results: list, exports: dict[str, dict[str, int]], configs: dict) -> str:
+           versions: dict, results: list, exports: dict[str, dict[str, int]], configs: dict,
+           absent_exports: dict[str, str] | None = None) -> str:
     card = release.card
     out = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
     out += [f"# {card.pretty_name or name} ({version})", ""]
@@ -78,6 +79,9 @@ def render(*, front: dict, name: str, version: str, release, funnel: list[dict],
     if exports:
         out += ["Training exports (`exports/<name>/<split>.jsonl`, last line = byte offset of every record):", "",
                 _table(["export", "split", "records"], [[e, s, n] for e, by in exports.items() for s, n in by.items()]),
+                ""]
+    for export, why in (absent_exports or {}).items():
+        out += [f"The recipe asks for the `{export}` export (`release.exports`); it is not in this release: {why}.",
                 ""]
     out += ["## Funnel", "", "From the videos the recipe listed to the released clips; reasons are the most "
             "frequent codes of the rows a step dropped or failed.", "",
@@ -95,7 +99,13 @@ def render(*, front: dict, name: str, version: str, release, funnel: list[dict],
                      r.check.meaning] for r in results]), ""]
     out += ["## How to load", "", "```python", "from datasets import load_dataset",
             f'clips = load_dataset("path/to/{version}", "clips")          # configs: {", ".join(configs)}',
-            'print(clips["train"][0]["words"][:3])', "```", "", "```sql",
+            'print(clips["train"][0]["words"][:3])', "```", "",
+            "With [mlcroissant](https://github.com/mlcommons/croissant), from `croissant.json` (its records are "
+            "read from the Parquet files, which needs the `parquet` extra: `pip install 'mlcroissant[parquet]'`):",
+            "", "```python", "import mlcroissant as mlc", "",
+            f'ds = mlc.Dataset(jsonld="path/to/{version}/croissant.json")',
+            f'first = next(iter(ds.records(record_set="clips")))  # record sets: {", ".join(configs)}; '
+            'keys like "clips/clip_id"', "```", "", "```sql",
             "-- duckdb in this folder, or `curate sql <catalog>` (views release_clips, release_annotations, ...)",
             "SELECT clip_id, start_s, end_s, text FROM 'data/clips/*.parquet' LIMIT 5;", "```", "",
             "```python", "from curate.release.exports import read_record   # or: seek to offsets[i], read a line",
