@@ -170,6 +170,8 @@ def cmd_verify(args) -> int:
 
     from .compact import verify as verify_compaction
 
+    if (Path(args.catalog) / "manifest.json").is_file():  # a release folder
+        return _verify_release(Path(args.catalog))
     catalog = Catalog(_catalog_root(args.catalog))
     checked, bad = catalog.verify(repair=args.repair)
     for sd, shard in bad:
@@ -185,6 +187,17 @@ def cmd_verify(args) -> int:
     console.print(f"{checked} shard(s) checked, {len(bad)} mismatched"
                   + (f"; {bad_compactions} compacted file(s) mismatched" if bad_compactions else ""), highlight=False)
     return EXIT_ERRORS if (bad or bad_compactions) and not args.repair else EXIT_OK
+
+
+def _verify_release(release: Path) -> int:
+    from .release.verify import verify_release
+
+    checked, problems = verify_release(release)
+    for problem in problems:
+        console.print(problem, highlight=False)
+    console.print(f"{checked} release file(s) checked against their manifests, {len(problems)} problem(s)",
+                  highlight=False)
+    return EXIT_ERRORS if problems else EXIT_OK
 
 
 def cmd_release(args) -> int:
@@ -285,8 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("catalog", help="catalog folder (or its recipe)")
     p.set_defaults(fn=cmd_status)
 
-    p = sub.add_parser("verify", help="re-hash every shard against its completion marker")
-    p.add_argument("catalog", help="catalog folder (or its recipe)")
+    p = sub.add_parser("verify", help="re-hash every shard against its completion marker (or a release's files "
+                                      "against its manifest)")
+    p.add_argument("catalog", help="catalog folder (or its recipe), or a release folder")
     p.add_argument("--repair", action="store_true", help="remove the markers of mismatched shards (a run redoes them)")
     p.set_defaults(fn=cmd_verify)
 
@@ -301,8 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="train the reference model on a release: do its frames teach its words?")
     p.add_argument("release", help="a release folder, or a recipe (its latest release, or --version)")
     p.add_argument("--version", default=None, help="the recipe's release to validate (default: the newest)")
-    p.add_argument("--out", default=None, help="write here instead of <release>/validation/ (the card is "
-                                               "then left as it is)")
+    p.add_argument("--out", default=None, help="write here instead of <release>/validation/<run>/ (and leave "
+                                               "validation/latest.json as it is)")
     p.add_argument("--steps", type=int, default=None, help="override validate.steps")
     p.set_defaults(fn=cmd_validate)
 

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 (pa.compute)
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -111,7 +112,13 @@ def _validate(release: Path, out: Path | None = None) -> dict:
 
     code = validate(str(release), None, str(out) if out else None, None, console, load_recipe)
     assert code == 0
-    return json.loads(((out or release / "validation") / "validation.json").read_text())
+    return json.loads((latest_validation(release) if out is None else out / "validation.json").read_text())
+
+
+def latest_validation(release: Path) -> Path:
+    """validation.json of the newest validation, as validation/latest.json names it."""
+    latest = json.loads((release / "validation" / "latest.json").read_text())
+    return release / "validation" / latest["validation"]
 
 
 @pytest.fixture(scope="module")
@@ -134,19 +141,23 @@ def test_frames_teach_on_demo_data(demo_release, validated):
     assert doc["training"]["steps"] == VALIDATE["steps"] and doc["model"]["backbone"] == "tiny"
     assert all(n > 0 for n in doc["training"]["tokens_seen"].values())
     assert doc["hardware"]["device"] == "cpu" and doc["curate_version"] and doc["seconds"] > 0
+    run = latest_validation(v1).parent
     for cond in loss:
-        assert (v1 / "validation" / "plots" / f"loss_{cond}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (run / "plots" / f"loss_{cond}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert len(doc["history"][cond]) == VALIDATE["steps"]
-    card = (v1 / "README.md").read_text()
-    assert card.count("## Does this data teach?") == 1
+    assert doc["verdict"] is True and doc["evidence"]["eval_videos"] == N_VIDEOS - N_TRAIN
+    card = (run / "README.md").read_text()  # the validation's own card, beside the release
     assert f"Frames lower the loss per word by {gains['visual']['nats_per_word']:.2f} nats" in card
-    assert "validation/plots/loss_aligned.png" in card
-    # The manifest lists the card as it is now and the validation files.
+    assert "plots/loss_aligned.png" in card
+    # The release is never edited: its card only says where validations go, and it verifies.
     from curate.catalog import sha256_file
 
     listed = {f["path"]: f for f in json.loads((v1 / "manifest.json").read_text())["files"]}
     assert listed["README.md"]["sha256"] == sha256_file(v1 / "README.md")
-    assert "validation/validation.json" in listed and not (v1 / "validation" / "_work").exists()
+    assert "Frames lower the loss" not in (v1 / "README.md").read_text()
+    assert not any(p.startswith("validation/") for p in listed) and not (v1 / "validation" / "_work").exists()
+    verified = run_cli("verify", str(v1))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 def test_mismatched_words_show_no_visual_gain(demo_release, validated):
@@ -156,7 +167,7 @@ def test_mismatched_words_show_no_visual_gain(demo_release, validated):
     lo, hi = doc["gains"]["visual"]["ci95"]
     assert lo <= 0, doc["gains"]  # includes zero or lies below it
     assert doc["data"]["eval_clips"] == validated["data"]["eval_clips"]
-    assert "Frames lower the loss" not in (control / "README.md").read_text()
+    assert "Frames lower the loss" not in (latest_validation(control).parent / "README.md").read_text()
 
 
 def test_sigkill_resumes_from_the_last_checkpoint_with_the_same_result(demo_release, validated, tmp_path):
@@ -187,6 +198,74 @@ def test_sigkill_resumes_from_the_last_checkpoint_with_the_same_result(demo_rele
         assert doc["history"][cond] == pytest.approx(validated["history"][cond], abs=TOLERANCE), cond
     for name, gain in validated["gains"].items():
         assert doc["gains"][name]["ci95"] == pytest.approx(gain["ci95"], abs=TOLERANCE)
+
+
+def one_video_held_out(release: Path, version: str) -> Path:
+    """A copy of the release whose validation split keeps one video's clips (its manifest
+    rewritten to match, as a release with so little held out would have it)."""
+    from curate.catalog import sha256_file
+
+    out = release.parent / version
+    shutil.copytree(release, out, ignore=shutil.ignore_patterns("validation"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    for f in sorted((out / "data" / "clips").glob("validation-*.parquet")):
+        table = pq.read_table(f)
+        first = table.column("video_id")[0].as_py()
+        pq.write_table(table.filter(pa.compute.equal(table.column("video_id"), first)), f)
+        for entry in manifest["files"]:
+            if entry["path"] == f.relative_to(out).as_posix():
+                entry |= {"bytes": f.stat().st_size, "sha256": sha256_file(f), "rows": pq.read_metadata(f).num_rows}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def _screen(raw: bytes, columns: int = 240, lines: int = 60) -> list[str]:
+    """What a terminal shows after ``raw``: pyte plays the bytes a pseudo-terminal received."""
+    import pyte
+
+    screen = pyte.Screen(columns, lines)
+    stream = pyte.ByteStream(screen)
+    stream.feed(raw.replace(b"\n", b"\r\n"))
+    return [line.rstrip() for line in screen.display]
+
+
+def test_one_held_out_video_gives_no_verdict_a_quiet_terminal_and_an_untouched_release(demo_release):
+    import pty
+
+    _, v1 = demo_release
+    small = one_video_held_out(v1, "v1-one-video")
+    assert run_cli("verify", str(small)).returncode == 0
+    env = os.environ | {"PYTHONPATH": str(REPO), "COLUMNS": "240", "LINES": "60", "TERM": "xterm"}
+    pid, fd = pty.fork()
+    if pid == 0:  # a user at a terminal
+        os.execve(sys.executable, [sys.executable, "-m", "curate.cli", "validate", str(small), "--steps", "30"], env)
+    raw = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        raw += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, raw.decode(errors="replace")[-3000:]
+    shown = [line for line in _screen(raw) if line.strip()]
+    assert len(shown) == len(set(shown)), "a line shows twice:\n" + "\n".join(shown)
+    assert not any("tqdm_ray" in line or "Failed to decode" in line for line in shown), shown
+    assert sum(line.startswith(("aligned ", "shuffled ", "none ")) for line in shown) == 3, shown  # a bar each
+
+    doc = json.loads(latest_validation(small).read_text())
+    assert doc["verdict"] is False and doc["evidence"]["eval_videos"] == 1
+    assert any(n.startswith("not enough held-out data to tell") for n in doc["notes"]), doc["notes"]
+    card = (latest_validation(small).parent / "README.md").read_text()
+    assert "Not enough held-out data to tell" in card and "the pictures tell the model" not in card
+    verified = run_cli("verify", str(small))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    # An edit of a sealed file is found, in the release and in a validation.
+    (latest_validation(small).parent / "README.md").write_text("edited")
+    verified = run_cli("verify", str(small))
+    assert verified.returncode == 1 and "does not match manifest.json" in verified.stdout
 
 
 def test_validate_refuses_what_is_not_a_release(tmp_path):

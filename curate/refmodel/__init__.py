@@ -5,6 +5,7 @@ trained on a release to measure whether its frames help predict its words.
 (visual tokens, then that second's words); ``model`` is the projector and a
 causal LM (``tiny`` from scratch, or a Hugging Face model); ``train`` runs one
 condition through Ray Train with resumable checkpoints; ``protocol`` runs
-the three conditions and computes the gains with bootstrap intervals;
-``report`` writes ``validation/`` and the card's section.
+the three conditions and computes the gains with bootstrap intervals and the
+evidence behind them; ``progress`` shows the training; ``report`` writes
+``validation/<run>/`` beside the release (its card and manifest), never into it.
 """

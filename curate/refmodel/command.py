@@ -3,6 +3,7 @@ run the protocol, write the report."""
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -27,6 +28,14 @@ def release_settings(release: Path):
         except (ValidationError, RecipeError, yaml.YAMLError) as exc:
             raise ValueError(f"{path}: validate: {exc}") from None
     return ValidateConfig()
+
+
+def new_validation_id() -> str:
+    """``20261203T101500Z-1a2b3c``: sorts by start time."""
+    import datetime as dt
+    import uuid
+
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
 def _version_key(p: Path):
@@ -72,18 +81,23 @@ def validate(target: str, version: str | None, out: str | None, steps: int | Non
     if steps is not None:
         cfg = cfg.model_copy(update={"steps": steps})
     release = release.resolve()
-    out_dir = Path(out).resolve() if out else release / "validation"
+    # Beside the release, never in it: validation/<run>/ with its own manifest; the work folder
+    # is shared by the runs of one release, so a killed run resumes whatever its run id.
+    run_id = new_validation_id()
+    out_dir = Path(out).resolve() if out else release / "validation" / run_id
+    work = (Path(out).resolve() if out else release / "validation") / "_work"
     import ray
 
     started = False
     try:
         if not ray.is_initialized():
             ray_cfg = recipe.ray if recipe is not None else None
+            # The workers' output stays in Ray's logs: progress comes from refmodel.progress.
             init_ray(ray_cfg.address if ray_cfg else None, ray_cfg.num_cpus if ray_cfg else None,
                      ray_cfg.connect_timeout_s if ray_cfg else 30.0, include_dashboard=False,
-                     log_to_driver=True, configure_logging=False)
+                     log_to_driver=False, logging_level=logging.ERROR)
             started = True
-        doc = protocol.run(release, cfg, out_dir, console)
+        doc = protocol.run(release, cfg, work, console)
     except ClusterUnreachable as exc:
         console.print(styled(str(exc), "red"), highlight=False)
         return EXIT_ERRORS
@@ -93,9 +107,13 @@ def validate(target: str, version: str | None, out: str | None, steps: int | Non
     finally:
         if started:
             ray.shutdown()
-    report.write(doc, out_dir, release if out is None else None)
-    shutil.rmtree(out_dir / "_work", ignore_errors=True)
+    doc["release_version"] = release.name
+    report.write(doc, out_dir)
+    if out is None:
+        report.point_latest(release / "validation", run_id)
+    shutil.rmtree(work, ignore_errors=True)
     for line in report.reading(doc):
         console.print(line, highlight=False)
     console.print(f"validation: {out_dir / 'validation.json'}")
+    console.print(f"its card: {out_dir / 'README.md'}")
     return EXIT_OK

@@ -26,6 +26,14 @@ from .train import CONDITIONS
 MAX_LEN_TINY = 512
 MAX_LEN_HF = 1024
 
+# Below these, the held-out split cannot carry a verdict: a handful of clips from one or
+# two videos gives bootstrap intervals that collapse to points and say nothing general.
+MIN_EVAL_VIDEOS = 5
+MIN_EVAL_WORDS = 200
+# Held-out loss per word token over training loss (its last tenth of steps) above which
+# the report says the model memorised its training clips.
+OVERFIT_RATIO = 2.0
+
 
 def scored_split(clips: list[rdata.Clip], cfg) -> str:
     if cfg.eval_split:
@@ -84,8 +92,9 @@ def _work_key(release: Path, cfg) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def run(release: Path, cfg, out: Path, console, conditions=CONDITIONS) -> dict:
-    """Train and score every condition (resuming a killed run); returns validation.json's content."""
+def run(release: Path, cfg, work: Path, console, conditions=CONDITIONS) -> dict:
+    """Train and score every condition in ``work`` (resuming a killed run there); returns
+    validation.json's content."""
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -94,7 +103,6 @@ def run(release: Path, cfg, out: Path, console, conditions=CONDITIONS) -> dict:
     from .train import train_loop
 
     t0 = time.perf_counter()
-    work = out / "_work"
     key = _work_key(release, cfg)
     if work.is_dir() and (work / "key").is_file() and (work / "key").read_text() != key:
         shutil.rmtree(work)  # left by other settings or another release: not resumable
@@ -115,7 +123,10 @@ def run(release: Path, cfg, out: Path, console, conditions=CONDITIONS) -> dict:
                                        "conditions": list(conditions)},
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(storage_path=str(work / "ray"), name=f"validate-{key}"))
-    trainer.fit()
+    from .progress import TrainingProgress
+
+    with TrainingProgress(work, list(conditions), cfg.steps, console):
+        trainer.fit()
     scores = {c: json.loads((work / c / "eval.json").read_text()) for c in conditions}
     doc = summarize(scores, cfg, summary)
     doc |= {"release": str(release), "curate_version": __version__, "seconds": round(time.perf_counter() - t0, 1),
@@ -155,6 +166,34 @@ def _interval(samples: np.ndarray) -> list[float]:
     return [round(float(np.percentile(samples, 2.5)), 4), round(float(np.percentile(samples, 97.5)), 4)]
 
 
+def _evidence(summary: dict) -> tuple[dict, list[str]]:
+    """What the held-out split holds, whether that is enough for a verdict, and the note if not."""
+    clips, videos, words = summary["eval_clips"], summary.get("eval_videos", 0), summary["eval_words"]
+    enough = videos >= MIN_EVAL_VIDEOS and words >= MIN_EVAL_WORDS
+    evidence = {"eval_clips": clips, "eval_videos": videos, "eval_words": words, "min_videos": MIN_EVAL_VIDEOS,
+                "min_words": MIN_EVAL_WORDS, "enough": enough}
+    notes = [] if enough else [
+        f"not enough held-out data to tell: the {summary['eval_split']} split holds {clips} clip(s) from "
+        f"{videos} video(s), {words} words; a verdict needs at least {MIN_EVAL_VIDEOS} videos and "
+        f"{MIN_EVAL_WORDS} words (a bigger release, or more of it in that split)"]
+    return evidence, notes
+
+
+def _fit(scores: dict) -> dict:
+    """Per condition: training loss per word token (mean of the last tenth of the steps) against
+    the held-out loss per word token, and their ratio."""
+    out = {}
+    for k, sc in scores.items():
+        hist = sc["history"]
+        tail = hist[-max(1, len(hist) // 10):] if hist else [float("nan")]
+        tokens = sum(c.get("tokens", 0) for c in sc["clips"])
+        held = sum(c["nats"] for c in sc["clips"]) / max(tokens, 1)
+        train = float(np.mean(tail))
+        out[k] = {"train_per_token": round(train, 4), "eval_per_token": round(held, 4),
+                  "ratio": round(held / train, 2) if train > 0 else float("inf")}
+    return out
+
+
 def summarize(scores: dict, cfg, summary: dict) -> dict:
     """Losses, gains with paired bootstrap intervals, and QA accuracy from the conditions' scores."""
     conds = list(scores)
@@ -182,7 +221,17 @@ def summarize(scores: dict, cfg, summary: dict) -> dict:
             qa["by_condition"][k] = {"accuracy": round(float(correct.mean()), 4),
                                      "ci95": _interval(correct[idx].mean(1))}
     first = scores[conds[0]]
+    evidence, short = _evidence(summary)
+    notes = list(summary.get("notes") or []) + short
+    fit = _fit(scores)
+    for k, f in fit.items():
+        if f["ratio"] > OVERFIT_RATIO:
+            notes.append(f"overfitting: the {k} model's loss per word token is {f['train_per_token']:.3f} on its "
+                         f"training batches (last tenth of the steps) and {f['eval_per_token']:.3f} held out "
+                         f"({f['ratio']:.1f}x): it memorised its {summary['train_clips']} training clips more than "
+                         "it learnt from them (more data, or fewer steps)")
     return {
+        "evidence": evidence, "verdict": evidence["enough"], "notes": notes, "fit": fit,
         "loss_per_word": loss, "gains": gains, "qa": qa,
         "per_clip": [{"clip_id": cid, "words": int(words[j]), **{k: round(float(nats[i, j]), 4)
                                                                  for i, k in enumerate(conds)}}

@@ -1,16 +1,13 @@
-"""``validation/``: validation.json, the loss curves, and the card's
-"Does this data teach?" section with a plain reading of the numbers."""
+"""``validation/<run>/``: validation.json, the loss curves, and the validation's own
+card ("Does this data teach?", a plain reading of the numbers), with a manifest.
+The release beside it is never edited: its card says where validations go, and
+``validation/latest.json`` names the newest."""
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
 from ..catalog import atomic_write_json, sha256_file
-
-BEGIN, END = "<!-- curate validate: begin -->", "<!-- curate validate: end -->"
-
 
 def loss_plots(doc: dict, out: Path) -> list[str]:
     """plots/loss_<condition>.png: training loss per step (and a running mean)."""
@@ -48,8 +45,23 @@ def _ci(g: dict) -> str:
     return f"95% CI {lo:.2f} to {hi:.2f}"
 
 
+def evidence_line(doc: dict) -> str:
+    e = doc.get("evidence")
+    if not e:
+        return ""
+    return (f"Held out ({doc['data']['eval_split']} split): {e['eval_clips']} clips from {e['eval_videos']} videos, "
+            f"{e['eval_words']} words.")
+
+
 def reading(doc: dict) -> list[str]:
-    """One plain sentence per gain, and one for QA."""
+    """One plain sentence per gain, and one for QA; none below the minimum of held-out data,
+    only the sentence that says so. Overfitting is said either way."""
+    overfit = [n[0].upper() + n[1:] + "." for n in doc.get("notes", []) if n.startswith("overfitting")]
+    if doc.get("verdict") is False:
+        e = doc["evidence"]
+        return [f"Not enough held-out data to tell: {e['eval_clips']} clip(s) from {e['eval_videos']} video(s), "
+                f"{e['eval_words']} words; a verdict needs at least {e['min_videos']} videos and {e['min_words']} "
+                "words held out. The figures below are reported, not read."] + overfit
     out = []
     g = doc["gains"].get("visual")
     if g:
@@ -82,61 +94,57 @@ def reading(doc: dict) -> list[str]:
         where = "above" if lo > qa["chance"] else ("below" if hi < qa["chance"] else "not distinguishable from")
         out.append(f"Multiple-choice QA by option likelihood: {a['accuracy']:.0%} of {qa['questions']} questions "
                    f"(95% CI {lo:.0%} to {hi:.0%}), {where} chance ({qa['chance']:.0%}).")
-    return out
+    return out + overfit
 
 
-def card_section(doc: dict, plots: list[str], prefix: str = "validation/") -> str:
+def card_section(doc: dict, plots: list[str], title: str = "Does this data teach?") -> str:
+    """The validation's own card (README.md beside its validation.json): what was trained, on
+    what evidence, the plain reading, the figures."""
     loss, m, t = doc["loss_per_word"], doc["model"], doc["training"]
-    lines = [BEGIN, "## Does this data teach?", "",
+    lines = [f"# {title}", "",
              f"`curate validate` trained a reference streaming video-LLM (backbone `{m['backbone']}`, "
              f"{m['params']:,} parameters, {m['trainable_params']:,} trained) for {t['steps']} steps, three times "
              f"with the same seed: with the frames aligned, with the frames shuffled in time within each clip, "
              f"and with no frames (a learned constant instead). Each was scored on the same "
              f"{doc['data']['eval_clips']} clips ({doc['data']['eval_words']} words) of the "
              f"`{doc['data']['eval_split']}` split; intervals are paired bootstrap 95% intervals over those clips.",
-             "", *[f"- {s}" for s in reading(doc)], "",
-             "| condition | loss per word (nats) |", "|---|---|",
-             *[f"| {k} | {v:.3f} |" for k, v in loss.items()], "",
+             "", evidence_line(doc), "", *[f"- {s}" for s in reading(doc)], "",
+             "| condition | loss per word (nats) | training loss per token | held-out loss per token |",
+             "|---|---|---|---|",
+             *[f"| {k} | {v:.3f} | {doc['fit'][k]['train_per_token']:.3f} | {doc['fit'][k]['eval_per_token']:.3f} |"
+               if k in doc.get("fit", {}) else f"| {k} | {v:.3f} | | |" for k, v in loss.items()], "",
              "| gain | nats per word | 95% CI |", "|---|---|---|",
              *[f"| {name} ({g['minus']} - aligned) | {g['nats_per_word']:.3f} | {g['ci95'][0]:.3f} to "
                f"{g['ci95'][1]:.3f} |" for name, g in doc["gains"].items()], ""]
-    lines += [f"![{p}]({prefix}{p})" for p in plots]
-    lines += ["", f"Details: `{prefix}validation.json` ({doc['hardware'].get('device')}, "
-              f"{doc['seconds']:.0f} s).", END, ""]
+    notes = [n for n in doc.get("notes", []) if not n.startswith(("overfitting", "not enough"))]
+    if notes:
+        lines += ["Notes:", "", *[f"- {n}" for n in notes], ""]
+    lines += [f"![{p}]({p})" for p in plots]
+    lines += ["", f"Details: `validation.json` ({doc['hardware'].get('device')}, {doc['seconds']:.0f} s); "
+              "every file here is listed with its sha256 in `manifest.json`.", ""]
     return "\n".join(lines)
 
 
-def write(doc: dict, out: Path, release: Path | None) -> list[str]:
-    """validation.json and plots in ``out``; the card section (and manifest) when ``out`` is the release's."""
+LATEST = "latest.json"
+
+
+def write(doc: dict, out: Path) -> list[str]:
+    """validation.json, the plots, the validation's card (README.md) and its manifest.json in
+    ``out``; nothing outside it is touched (a release is never edited)."""
     out.mkdir(parents=True, exist_ok=True)
     plots = loss_plots(doc, out)
     doc["plots"] = plots
     atomic_write_json(out / "validation.json", doc)
-    if release is None:
-        return plots
-    card = release / "README.md"
-    text = card.read_text()
-    section = card_section(doc, plots, prefix=f"{out.relative_to(release).as_posix()}/")
-    if BEGIN in text and END in text:  # a later validation replaces the earlier section
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END) + "\n?", lambda _: section, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    card.write_text(text)
-    _refresh_manifest(release)
+    (out / "README.md").write_text(card_section(doc, plots))
+    files = [{"path": p.relative_to(out).as_posix(), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+             for p in sorted(out.rglob("*")) if p.is_file() and "_work" not in p.relative_to(out).parts
+             and p.name != "manifest.json"]
+    atomic_write_json(out / "manifest.json", {"release": doc.get("release_version"), "files": files})
     return plots
 
 
-def _refresh_manifest(release: Path) -> None:
-    """The card changed and validation files were added: the manifest lists them as they are now."""
-    path = release / "manifest.json"
-    if not path.is_file():
-        return
-    doc = json.loads(path.read_text())
-    files = {f["path"]: f for f in doc.get("files", [])}
-    for p in [release / "README.md", *sorted((release / "validation").rglob("*"))]:
-        if p.is_file() and "_work" not in p.relative_to(release).parts:
-            rel = p.relative_to(release).as_posix()
-            files[rel] = {"path": rel, "bytes": p.stat().st_size, "sha256": sha256_file(p),
-                          "rows": files.get(rel, {}).get("rows")}
-    doc["files"] = sorted(files.values(), key=lambda f: f["path"])
-    atomic_write_json(path, doc)
+def point_latest(validations: Path, run: str) -> None:
+    """``validation/latest.json`` names the newest validation of the release (the one file
+    there that a later validation rewrites)."""
+    atomic_write_json(validations / LATEST, {"run": run, "card": f"{run}/README.md",
+                                             "validation": f"{run}/validation.json"})

@@ -100,6 +100,12 @@ def _autocast(device):
     return torch.autocast(device.type, enabled=False)
 
 
+def write_progress(folder: Path, step: int, steps: int, loss: float) -> None:
+    tmp = folder / ".progress.json.tmp"
+    tmp.write_text(json.dumps({"step": step, "steps": steps, "loss": loss}))
+    os.replace(tmp, folder / "progress.json")
+
+
 def train_loop(config: dict) -> None:
     """Ray Train's per-worker function: every condition not scored yet, in order."""
     import ray.train
@@ -150,12 +156,9 @@ def _run_condition(cfg, data: dict, folder: Path, condition: str, rank: int, wor
         state = saved["state"]
     train = data["train"]
     blind = condition == "none"
-    bar = None
-    if rank == 0:
-        from ray.experimental.tqdm_ray import tqdm
-
-        bar = tqdm(total=cfg.steps, desc=f"{condition:<8}")
-        bar.update(state["step"])
+    # Progress goes to a file the driver shows as one bar per condition (see progress.py):
+    # Ray's own tqdm bars, printed through the workers' logs, repeat and garble a terminal.
+    every = max(1, cfg.steps // 200)
     t0 = time.perf_counter()
     model.train()
     for step in range(state["step"], cfg.steps):
@@ -177,9 +180,8 @@ def _run_condition(cfg, data: dict, folder: Path, condition: str, rank: int, wor
         state["history"].append(float(loss.detach()))
         state["tokens_seen"] += int(sum(len(train["streams"][i].ids) for i in picked))
         state["step"] = step + 1
-        if bar is not None:
-            bar.update(1)
-            bar.set_description(f"{condition:<8} loss {state['history'][-1]:.3f}")
+        if rank == 0 and (state["step"] % every == 0 or state["step"] == cfg.steps):
+            write_progress(folder, state["step"], cfg.steps, state["history"][-1])
         if state["step"] % cfg.checkpoint_every == 0 or state["step"] == cfg.steps:
             state["seconds"] += time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -192,8 +194,6 @@ def _run_condition(cfg, data: dict, folder: Path, condition: str, rank: int, wor
                     if old != target:
                         old.unlink(missing_ok=True)
             ray.train.report({"condition": condition, "step": state["step"], "loss": state["history"][-1]})
-    if bar is not None:
-        bar.close()
     if rank == 0:
         scores = evaluate(core, data, condition, device)
         scores |= {"condition": condition, "history": state["history"], "steps": cfg.steps,
