@@ -55,7 +55,7 @@ def cmd_run(args) -> int:
 
 def _catalog_root(arg: str) -> Path:
     """A catalog folder, an object URL (s3://bucket/prefix), or a recipe whose catalog is meant."""
-    from .storage import ObjectPath, is_object_url
+    from .catalog.storage import ObjectPath, is_object_url
 
     if is_object_url(arg):
         root = ObjectPath(arg)
@@ -75,7 +75,7 @@ def _catalog_root(arg: str) -> Path:
 def cmd_sql(args) -> int:
     import duckdb
 
-    from .sql import error_line, open_catalog
+    from .catalog.views import error_line, open_catalog
 
     opened = open_catalog(_catalog_root(args.catalog), lazy=True)  # views made as queries name them
     con = opened.con
@@ -111,9 +111,9 @@ def cmd_status(args) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    from .catalog import Catalog
+    from .catalog.layout import Catalog
     from .run.summary import STATUSES
-    from .sql import view_notices
+    from .catalog.views import view_notices
 
     catalog = Catalog(_catalog_root(args.catalog))
     runs = catalog.runs()
@@ -166,9 +166,9 @@ def cmd_status(args) -> int:
 
 def cmd_verify(args) -> int:
     """Re-hash every shard against its marker (runs trust a marker's size and mtime)."""
-    from .catalog import Catalog
+    from .catalog.layout import Catalog
 
-    from .compact import verify as verify_compaction
+    from .catalog.compact import verify as verify_compaction
 
     catalog = Catalog(_catalog_root(args.catalog))
     checked, bad = catalog.verify(repair=args.repair)
@@ -191,7 +191,7 @@ def cmd_release(args) -> int:
     from .release.build import qa, release
 
     recipe = _load(args.recipe)
-    from .storage import is_object_path
+    from .catalog.storage import is_object_path
 
     if is_object_path(recipe.catalog):  # releases build files and link media in a folder
         err_console.print(styled(f"{args.fn_name}: the catalog {recipe.catalog} is in a bucket; releases are built "

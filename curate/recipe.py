@@ -316,7 +316,7 @@ def load_recipe(path: str | Path, ray_address: str | None = None) -> Recipe:
         raise RecipeError(_format_errors(path, exc, model)) from None
     if not recipe.stage_params():
         raise RecipeError(f"{path}: stages: no stage enabled (known: {', '.join(available_stages())})")
-    from .storage import ObjectPath, is_object_url
+    from .catalog.storage import ObjectPath, is_object_url
 
     if is_object_url(doc.get("catalog", "")):  # s3://bucket/prefix (curate/storage.py)
         catalog = ObjectPath(doc["catalog"])

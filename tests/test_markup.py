@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from curate.catalog import Catalog, atomic_write_json
+from curate.catalog.layout import Catalog, atomic_write_json
 from conftest import REPO
 
 TITLES = ["Best clips of [/r/videos]", "[bold]loud[/bold] title", "a :joy: day", "[red]"]

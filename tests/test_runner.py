@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from curate.catalog import Catalog
+from curate.catalog.layout import Catalog
 from curate.recipe import load_recipe
 from curate.run.runner import Runner
 

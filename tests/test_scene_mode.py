@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from rich.console import Console
 
-from curate.catalog import Catalog
+from curate.catalog.layout import Catalog
 
 from curate.demo.corpus import DEMO_DATA, make_video_without_audio
 from curate.demo.site import DemoSite

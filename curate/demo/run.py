@@ -104,7 +104,7 @@ def run_demo(port: int = 8765, recipe: str | None = None, console: Console | Non
     from ..recipe import load_recipe
     from ..run.hints import catalog_hints
     from ..run.runner import new_run_id
-    from ..sql import connect
+    from ..catalog.views import connect
 
     if console is None:
         from ..console import console

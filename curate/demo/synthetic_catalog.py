@@ -64,7 +64,7 @@ def _tables(stage: str, videos: list[str], sources: list[str], clips_per_video: 
 def write_synthetic_catalog(folder: Path, n_videos: int, clips_per_video: int, shards: int,
                             progress=None) -> Path:
     """Write the recipe and its catalog (every stage done); returns the recipe path."""
-    from ..compact import compact
+    from ..catalog.compact import compact
     from ..recipe import load_recipe
     from ..run.runner import Runner, plan
     from ..run.worker import table_stats

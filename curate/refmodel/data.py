@@ -18,9 +18,9 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from ..catalog import Catalog
-from ..compact import view_files
-from ..sql import _parquet
+from ..catalog.layout import Catalog
+from ..catalog.compact import view_files
+from ..catalog.views import _parquet
 
 BOS, QUESTION, ANSWER, UNK = "[BOS]", "[Q]", "[A]", "[UNK]"
 SPECIALS = [BOS, QUESTION, ANSWER, UNK]

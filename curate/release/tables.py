@@ -14,10 +14,10 @@ import duckdb
 import pyarrow as pa
 
 from .. import __version__
-from ..catalog import Catalog
+from ..catalog.layout import Catalog
 from ..paths import schema_path
 from ..schemas import _fields
-from ..sql import _ident, _parquet
+from ..catalog.views import _ident, _parquet
 from .splits import decontam_match, split_case
 
 STAGES = ("crawl", "transcribe", "segment", "filter", "dedup", "quality", "annotate")

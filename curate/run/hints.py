@@ -42,7 +42,7 @@ def catalog_hints(recipe) -> list[str]:
     """:func:`run_hints` over the recipe's current stage tables (read from their markers)."""
     from .runner import plan
     from .summary import stage_summaries
-    from ..catalog import Catalog
+    from ..catalog.layout import Catalog
 
     fps = {p.name: p.fingerprint for p in plan(recipe)}
     return run_hints(stage_summaries(Catalog(recipe.catalog), fps, recipe.shards))

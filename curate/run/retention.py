@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..media.released import RELEASED_NOTE
-from ..storage import read_parquet
+from ..catalog.storage import read_parquet
 from .schedule import SETTLED_BAD, SETTLED_OK, ShardSchedule, State
 
 if TYPE_CHECKING:

@@ -23,9 +23,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..catalog import Catalog, atomic_write_json, fingerprint
+from ..catalog.layout import Catalog, atomic_write_json, fingerprint
 from ..recipe import Recipe, RecipeError
-from ..storage import is_object_path
+from ..catalog.storage import is_object_path
 from .cluster import ClusterUnreachable, init_ray
 from .shards import combined_digest, sources_by_shard
 from ..stages import available_stages
@@ -357,7 +357,7 @@ class Runner:
     def compact(self, plans: list[StagePlan], record: dict) -> None:
         """Each complete fingerprint in one file per table, for queries (curate/compact.py).
         A no-op rerun finds them current; a rerun that rewrote a shard compacts again."""
-        from ..compact import compact
+        from ..catalog.compact import compact
 
         done_names, started = [], time.time()
         for p in plans:

@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .. import storage
-from ..catalog import Catalog
+from ..catalog import storage
+from ..catalog.layout import Catalog
 from ..procs import detach_from_terminal
 from .lease import WorkerLease
 from .scratch import MediaScratch, scratch_prefix

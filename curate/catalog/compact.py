@@ -29,7 +29,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .catalog import StageDir, atomic_write_json, sha256_file
+from .layout import StageDir, atomic_write_json, sha256_file
 from .storage import catalog_root, is_object_path
 
 FOLDER = "_compact"
@@ -162,7 +162,7 @@ def compact(sd: StageDir) -> Compaction | None:
         return None
     import duckdb
 
-    from .sql import _parquet
+    from .views import _parquet
     from .storage import register_with_duckdb
 
     started = time.time()
