@@ -142,7 +142,7 @@ def test_frames_teach_on_demo_data(demo_release, validated):
     assert f"Frames lower the loss per word by {gains['visual']['nats_per_word']:.2f} nats" in card
     assert "validation/plots/loss_aligned.png" in card
     # The manifest lists the card as it is now and the validation files.
-    from curate.catalog.layout import sha256_file
+    from curate.catalog.files import sha256_file
 
     listed = {f["path"]: f for f in json.loads((v1 / "manifest.json").read_text())["files"]}
     assert listed["README.md"]["sha256"] == sha256_file(v1 / "README.md")

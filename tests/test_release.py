@@ -99,7 +99,7 @@ def test_release_layout_card_and_manifest(released):
     manifest = json.loads((v1 / "manifest.json").read_text())
     listed = {f["path"]: f for f in manifest["files"]}
     assert set(listed) == {p.relative_to(v1).as_posix() for p in v1.rglob("*") if p.is_file()} - {"manifest.json"}
-    from curate.catalog.layout import sha256_file
+    from curate.catalog.files import sha256_file
 
     for rel, f in listed.items():
         assert f["sha256"] == sha256_file(v1 / rel) and f["bytes"] == (v1 / rel).stat().st_size

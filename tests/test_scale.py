@@ -10,9 +10,10 @@ import os
 
 import pytest
 
-from curate.catalog import layout as catalog_mod
+from curate.catalog import markers as catalog_mod
 from curate import schemas
-from curate.catalog.layout import Catalog, StageDir
+from curate.catalog.layout import Catalog
+from curate.catalog.stage_dir import StageDir
 from curate.demo.synthetic_catalog import write_synthetic_catalog
 from curate.recipe import load_recipe
 from curate.run import runner as runner_mod

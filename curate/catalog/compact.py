@@ -29,7 +29,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .layout import StageDir, atomic_write_json, sha256_file
+from .stage_dir import StageDir
+from .files import atomic_write_json, sha256_file
 from .storage import catalog_root, is_object_path
 
 FOLDER = "_compact"

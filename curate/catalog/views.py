@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .layout import Catalog, StageDir
+from .layout import Catalog
+from .stage_dir import StageDir
 from .compact import ViewFiles, subfolders, view_files
 
 if TYPE_CHECKING:  # imported where a connection is made: `curate status` needs only the notices

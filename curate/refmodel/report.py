@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from ..catalog.layout import atomic_write_json, sha256_file
+from ..catalog.files import atomic_write_json, sha256_file
 
 BEGIN, END = "<!-- curate validate: begin -->", "<!-- curate validate: end -->"
 

@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..catalog.layout import atomic_write_json
+from ..catalog.files import atomic_write_json
 from ..catalog.storage import is_object_path
 
 LEASE_FILE = "lease.json"

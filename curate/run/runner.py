@@ -23,7 +23,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..catalog.layout import Catalog, atomic_write_json, fingerprint
+from ..catalog.layout import Catalog, fingerprint
+from ..catalog.files import atomic_write_json
 from ..recipe import Recipe, RecipeError
 from ..catalog.storage import is_object_path
 from .cluster import ClusterUnreachable, init_ray

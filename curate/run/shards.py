@@ -7,7 +7,7 @@ import hashlib
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..catalog.layout import StageDir
+from ..catalog.stage_dir import StageDir
 from ..status import STATUS_COLUMNS
 
 SHARD_COLUMN = "__shard"

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from .. import sources, status
-from ..catalog.layout import atomic_write_json, sha256_file
+from ..catalog.files import atomic_write_json, sha256_file
 from ..crawl_errors import CrawlFault, classify
 from ..media.probe import CorruptMedia, probe
 from ..status import Status

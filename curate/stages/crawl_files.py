@@ -19,7 +19,7 @@ import urllib.parse
 from pathlib import Path
 
 from .. import status
-from ..catalog.layout import atomic_write_json, sha256_file
+from ..catalog.files import atomic_write_json, sha256_file
 from ..media.probe import CorruptMedia, probe
 from ..sources import CAPTION_EXTS
 from .base import StageContext
