@@ -20,18 +20,10 @@ from typing import TYPE_CHECKING
 from .layout import Catalog
 from .stage_dir import StageDir
 from .compact import ViewFiles, subfolders, view_files
+from .sql_text import ident, parquet_scan
 
 if TYPE_CHECKING:  # imported where a connection is made: `curate status` needs only the notices
     import duckdb
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _parquet(files: list[str], extra: str = "", union_by_name: bool = True) -> str:
-    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    return f"read_parquet([{listed}], union_by_name = {str(union_by_name).lower()}{extra})"
 
 
 @dataclass(eq=False)  # compared by identity (``is``), and a dict key in ``names``
@@ -50,13 +42,13 @@ class _StageViews:
         selects = {}
         files = view_files(shown) if shown is not None else ViewFiles([])
         if files.table:
-            selects[self.stage] = f"SELECT * FROM {_parquet(files.table, union_by_name=not files.one_schema)}"
+            selects[self.stage] = f"SELECT * FROM {parquet_scan(files.table, union_by_name=not files.one_schema)}"
         all_files = [f for sd in self.catalog.stage_dirs(self.stage)
                      for f in (files if sd == shown else view_files(sd)).table]
         if all_files:
-            selects[self.stage + "_all"] = f"SELECT * FROM {_parquet(all_files, ', hive_partitioning = true')}"
+            selects[self.stage + "_all"] = f"SELECT * FROM {parquet_scan(all_files, ', hive_partitioning = true')}"
         for side, side_files in files.sides.items():
-            selects[side] = f"SELECT * FROM {_parquet(side_files)}"
+            selects[side] = f"SELECT * FROM {parquet_scan(side_files)}"
         return selects, view_notices(self.stage, shown, newer)
 
 
@@ -110,7 +102,7 @@ class CatalogViews:
                 self._resolve(self.unresolved[name])
         for name in named:
             if name in self.deferred:
-                self.con.execute(f"CREATE OR REPLACE VIEW {_ident(name)} AS {self.deferred.pop(name)}")
+                self.con.execute(f"CREATE OR REPLACE VIEW {ident(name)} AS {self.deferred.pop(name)}")
 
     def sql(self, query: str):
         self.ensure(query)
@@ -214,14 +206,14 @@ def _release_views(con: duckdb.DuckDBPyConnection, releases: Path) -> list[str]:
             if not files:
                 continue
             select = (f"SELECT * EXCLUDE (filename), regexp_extract(filename, '([^/]+)-[0-9]{{5}}-of-[0-9]{{5}}[.]parquet$', 1) "
-                      f"AS split FROM {_parquet(files, ', filename = true')}")
+                      f"AS split FROM {parquet_scan(files, ', filename = true')}")
             tasks += [select] if config.name != "clips" else []
             for prefix in prefixes:
-                con.execute(f"CREATE OR REPLACE VIEW {_ident(prefix + config.name)} AS {select}")
+                con.execute(f"CREATE OR REPLACE VIEW {ident(prefix + config.name)} AS {select}")
                 views.append(prefix + config.name)
         if tasks:
             for prefix in prefixes:
-                con.execute(f"CREATE OR REPLACE VIEW {_ident(prefix + 'annotations')} AS "
+                con.execute(f"CREATE OR REPLACE VIEW {ident(prefix + 'annotations')} AS "
                             + " UNION ALL BY NAME ".join(tasks))
                 views.append(prefix + "annotations")
     return views
