@@ -7,7 +7,7 @@ after it is crawled, and its videos go as soon as both are done. Frames and
 captions stay (filter, annotate, releases and the reference model read them).
 
 Only files inside the catalog's ``media/`` folder are ever deleted: videos a
-``crawl_files`` recipe reads in place are the user's. Each deletion leaves a
+``crawl.files`` crawl reads in place are the user's. Each deletion leaves a
 ``media/<video_id>/released.json`` note, so a stage that later needs the file
 says why it is gone (``media.released``) instead of failing on a missing file.
 """
@@ -113,7 +113,7 @@ class MediaRetention:
         table = read_parquet(path).select(["video_id", kind.column])
         for video_id, rel in zip(table.column("video_id").to_pylist(), table.column(kind.column).to_pylist()):
             if not rel or not _inside_media(rel):
-                continue  # the user's own file (crawl_files in place), never ours to delete
+                continue  # the user's own file (crawl.files in place), never ours to delete
             target = self.root / rel
             try:
                 size = target.stat().st_size

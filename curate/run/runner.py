@@ -356,7 +356,7 @@ class Runner:
         return result
 
     def compact(self, plans: list[StagePlan], record: dict) -> None:
-        """Each complete fingerprint in one file per table, for queries (curate/compact.py).
+        """Each complete fingerprint in one file per table, for queries (curate/catalog/compact.py).
         A no-op rerun finds them current; a rerun that rewrote a shard compacts again."""
         from ..catalog.compact import compact
 
