@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 from curate.catalog.layout import Catalog
 from curate.catalog.files import atomic_write_json  # noqa: E402
 from curate.recipe import load_recipe  # noqa: E402
-from curate.run.runner import plan  # noqa: E402
+from curate.run.planning import plan  # noqa: E402
 from curate.run.shards import shard_of  # noqa: E402
 from curate.schemas import conform, table_schema  # noqa: E402
 

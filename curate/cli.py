@@ -24,7 +24,7 @@ def _load(recipe_path: str, ray_address: str | None = None):
 
 def cmd_check(args) -> int:
     from .recipe import RecipeError
-    from .run.runner import plan, preflight
+    from .run.planning import plan, preflight
 
     recipe = _load(args.recipe)
     try:

@@ -18,7 +18,8 @@ from curate.demo.synthetic_catalog import write_synthetic_catalog
 from curate.recipe import load_recipe
 from curate.run import runner as runner_mod
 from curate.run import shards as shards_mod
-from curate.run.runner import Runner, plan
+from curate.run.runner import Runner
+from curate.run.planning import plan
 
 N_VIDEOS, SHARDS = 300, 16
 

@@ -87,7 +87,7 @@ def _locked(root: Path):
 
 
 def _fingerprints(recipe: Recipe) -> dict[str, str]:
-    from ..run.runner import plan
+    from ..run.planning import plan
 
     return {p.name: p.fingerprint for p in plan(recipe)}
 

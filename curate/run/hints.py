@@ -40,7 +40,7 @@ def run_hints(summaries: dict[str, dict]) -> list[str]:
 
 def catalog_hints(recipe) -> list[str]:
     """:func:`run_hints` over the recipe's current stage tables (read from their markers)."""
-    from .runner import plan
+    from .planning import plan
     from .summary import stage_summaries
     from ..catalog.layout import Catalog
 

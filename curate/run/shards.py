@@ -33,6 +33,14 @@ def combined_digest(parts: dict[str, str]) -> dict:
     return {"combined": hashlib.sha256(blob).hexdigest(), "parts": len(parts)}
 
 
+def sources_digest(values: list) -> str:
+    """A root shard's source keys as one sha256 (sorted: the order does not matter)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(sorted(map(str, values))).encode()).hexdigest()
+
+
 def only_ok(table: pa.Table) -> pa.Table:
     return table.filter(pc.equal(table.column("status"), "ok"))
 
