@@ -17,7 +17,7 @@ from .. import __version__
 from ..catalog.layout import Catalog
 from ..catalog.sql_text import ident, parquet_scan
 from ..paths import schema_path
-from ..schemas import _fields
+from ..schemas import arrow_fields
 from .splits import decontam_match, split_case
 
 STAGES = ("crawl", "transcribe", "segment", "filter", "dedup", "quality", "annotate")
@@ -31,7 +31,7 @@ class NotReady(Exception):
 def release_schema(name: str) -> pa.Schema:
     """The Arrow schema of release table ``name`` (schemas/release/<name>.json)."""
     doc = json.loads(schema_path("release", f"{name}.json").read_text())
-    return pa.schema(_fields(doc))
+    return pa.schema(arrow_fields(doc))
 
 
 def stage_views(con: duckdb.DuckDBPyConnection, catalog: Catalog, fps: dict[str, str], shards: int) -> list[str]:
