@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 
-from .console import EXIT_BAD_RECIPE, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, console, err_console, print_result, styled
+from ..console import EXIT_BAD_RECIPE, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, console, err_console, print_result, styled
 
 
 def _load(recipe_path: str, ray_address: str | None = None):
-    from .recipe import RecipeError, load_recipe
+    from ..recipe import RecipeError, load_recipe
 
     try:
         return load_recipe(recipe_path, ray_address=ray_address)
@@ -23,8 +23,8 @@ def _load(recipe_path: str, ray_address: str | None = None):
 
 
 def cmd_check(args) -> int:
-    from .recipe import RecipeError
-    from .run.planning import plan, preflight
+    from ..recipe import RecipeError
+    from ..run.planning import plan, preflight
 
     recipe = _load(args.recipe)
     try:
@@ -44,7 +44,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .console import run_and_report
+    from ..console import run_and_report
 
     recipe = _load(args.recipe, args.ray_address)
     if args.connect_timeout is not None:
@@ -55,7 +55,7 @@ def cmd_run(args) -> int:
 
 def _catalog_root(arg: str) -> Path:
     """A catalog folder, an object URL (s3://bucket/prefix), or a recipe whose catalog is meant."""
-    from .catalog.storage import ObjectPath, is_object_url
+    from ..catalog.storage import ObjectPath, is_object_url
 
     if is_object_url(arg):
         root = ObjectPath(arg)
@@ -75,7 +75,7 @@ def _catalog_root(arg: str) -> Path:
 def cmd_sql(args) -> int:
     import duckdb
 
-    from .catalog.views import error_line, open_catalog
+    from ..catalog.views import error_line, open_catalog
 
     opened = open_catalog(_catalog_root(args.catalog), lazy=True)  # views made as queries name them
     con = opened.con
@@ -111,9 +111,9 @@ def cmd_status(args) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    from .catalog.layout import Catalog
-    from .run.summary import STATUSES
-    from .catalog.views import view_notices
+    from ..catalog.layout import Catalog
+    from ..run.summary import STATUSES
+    from ..catalog.views import view_notices
 
     catalog = Catalog(_catalog_root(args.catalog))
     runs = catalog.runs()
@@ -127,7 +127,7 @@ def cmd_status(args) -> int:
     table.add_column("shards", justify="right", no_wrap=True)
     for col in STATUSES:
         table.add_column(col, justify="right", no_wrap=True)
-    from .stages import STAGES
+    from ..stages import STAGES
 
     order = list(STAGES)
     notices, top_codes = [], []
@@ -166,9 +166,9 @@ def cmd_status(args) -> int:
 
 def cmd_verify(args) -> int:
     """Re-hash every shard against its marker (runs trust a marker's size and mtime)."""
-    from .catalog.layout import Catalog
+    from ..catalog.layout import Catalog
 
-    from .catalog.compact import verify as verify_compaction
+    from ..catalog.compact import verify as verify_compaction
 
     catalog = Catalog(_catalog_root(args.catalog))
     checked, bad = catalog.verify(repair=args.repair)
@@ -188,10 +188,10 @@ def cmd_verify(args) -> int:
 
 
 def cmd_release(args) -> int:
-    from .release.build import qa, release
+    from ..release.build import qa, release
 
     recipe = _load(args.recipe)
-    from .catalog.storage import is_object_path
+    from ..catalog.storage import is_object_path
 
     if is_object_path(recipe.catalog):  # releases build files and link media in a folder
         err_console.print(styled(f"{args.fn_name}: the catalog {recipe.catalog} is in a bucket; releases are built "
@@ -201,8 +201,8 @@ def cmd_release(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from .recipe import RecipeError, load_recipe
-    from .refmodel.command import validate
+    from ..recipe import RecipeError, load_recipe
+    from ..refmodel.command import validate
 
     def load(path):
         try:
@@ -214,7 +214,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo.run import run_demo
+    from ..demo.run import run_demo
 
     try:
         return run_demo(port=args.port, recipe=args.recipe, console=console, videos=args.videos)
@@ -224,14 +224,14 @@ def cmd_demo(args) -> int:
 
 
 def cmd_demo_serve(args) -> int:
-    from .demo.site import serve_forever
+    from ..demo.site import serve_forever
 
     serve_forever(directory=args.directory, port=args.port)
     return EXIT_OK
 
 
 def cmd_llm_serve(args) -> int:
-    from .llm.server import serve
+    from ..llm.server import serve
 
     return serve(host=args.host, port=args.port, n_threads=args.threads)
 
@@ -239,7 +239,7 @@ def cmd_llm_serve(args) -> int:
 def _version() -> str:
     from importlib import metadata
 
-    from . import __version__
+    from .. import __version__
 
     try:
         return metadata.version("curate")
@@ -345,6 +345,3 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print("interrupted")
         return EXIT_INTERRUPTED
 
-
-if __name__ == "__main__":
-    sys.exit(main())
