@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.catalog import compact as compact_mod
-from curate.catalog.layout import Catalog
-from curate.catalog.files import atomic_write_json
 from curate.catalog.compact import FOLDER, MANIFEST, compact, view_files
+from curate.catalog.files import atomic_write_json
+from curate.catalog.layout import Catalog
 from curate.catalog.views import open_catalog
 
 QUERIES = ["select * from filter order by video_id", "select fp, count(*) from filter_all group by 1",

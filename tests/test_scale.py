@@ -10,16 +10,16 @@ import os
 
 import pytest
 
-from curate.catalog import markers as catalog_mod
 from curate import schemas
+from curate.catalog import markers as catalog_mod
 from curate.catalog.layout import Catalog
 from curate.catalog.stage_dir import StageDir
 from curate.demo.synthetic_catalog import write_synthetic_catalog
 from curate.recipe import load_recipe
 from curate.run import runner as runner_mod
 from curate.run import shards as shards_mod
-from curate.run.runner import Runner
 from curate.run.planning import plan
+from curate.run.runner import Runner
 
 N_VIDEOS, SHARDS = 300, 16
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from curate.catalog.layout import Catalog
 from curate.catalog.files import atomic_write_json
+from curate.catalog.layout import Catalog
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -11,8 +11,8 @@ import re
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.catalog.layout import Catalog
 from curate.catalog.files import atomic_write_json
+from curate.catalog.layout import Catalog
 from test_terminal import run_in_terminal
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
