@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .layout import Catalog
-from .stage_dir import StageDir
 from .compact import ViewFiles, subfolders, view_files
+from .layout import Catalog
 from .sql_text import ident, parquet_scan
+from .stage_dir import StageDir
 
 if TYPE_CHECKING:  # imported where a connection is made: `curate status` needs only the notices
     import duckdb

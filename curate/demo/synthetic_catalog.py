@@ -66,8 +66,8 @@ def write_synthetic_catalog(folder: Path, n_videos: int, clips_per_video: int, s
     """Write the recipe and its catalog (every stage done); returns the recipe path."""
     from ..catalog.compact import compact
     from ..recipe import load_recipe
-    from ..run.runner import Runner
     from ..run.planning import plan
+    from ..run.runner import Runner
     from ..run.worker import table_stats
 
     recipe = load_recipe(write_recipe(Path(folder), n_videos, shards))

@@ -18,8 +18,8 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from ..catalog.layout import Catalog
 from ..catalog.compact import view_files
+from ..catalog.layout import Catalog
 from ..catalog.sql_text import parquet_scan
 
 BOS, QUESTION, ANSWER, UNK = "[BOS]", "[Q]", "[A]", "[UNK]"

@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..media.released import RELEASED_NOTE
 from ..catalog.storage import read_parquet
+from ..media.released import RELEASED_NOTE
 from .schedule import SETTLED_BAD, SETTLED_OK, ShardSchedule, State
 
 if TYPE_CHECKING:
