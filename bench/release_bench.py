@@ -30,9 +30,10 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from curate.catalog import Catalog, atomic_write_json  # noqa: E402
+from curate.catalog.files import atomic_write_json  # noqa: E402
+from curate.catalog.layout import Catalog  # noqa: E402
 from curate.recipe import load_recipe  # noqa: E402
-from curate.run.runner import plan  # noqa: E402
+from curate.run.planning import plan  # noqa: E402
 from curate.run.shards import shard_of  # noqa: E402
 from curate.schemas import conform, table_schema  # noqa: E402
 

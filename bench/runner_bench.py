@@ -282,7 +282,8 @@ def noop_rerun(recipe: Path) -> dict:
     """A rerun of the finished catalog: the CLI process (best of REPEAT) and the in-process
     `Runner.pending` of every stage (best of REPEAT, per stage)."""
     from curate.recipe import load_recipe
-    from curate.run.runner import Runner, plan
+    from curate.run.planning import plan
+    from curate.run.runner import Runner
 
     best_cli = float("inf")
     for _ in range(REPEAT):

@@ -60,7 +60,8 @@ def _noop_run(recipe: Path) -> float:
 
 def _planning(recipe_path: Path) -> float:
     from curate.recipe import load_recipe
-    from curate.run.runner import Runner, plan
+    from curate.run.planning import plan
+    from curate.run.runner import Runner
 
     started = time.perf_counter()
     recipe = load_recipe(recipe_path)

@@ -316,9 +316,9 @@ def load_recipe(path: str | Path, ray_address: str | None = None) -> Recipe:
         raise RecipeError(_format_errors(path, exc, model)) from None
     if not recipe.stage_params():
         raise RecipeError(f"{path}: stages: no stage enabled (known: {', '.join(available_stages())})")
-    from .storage import ObjectPath, is_object_url
+    from .catalog.storage import ObjectPath, is_object_url
 
-    if is_object_url(doc.get("catalog", "")):  # s3://bucket/prefix (curate/storage.py)
+    if is_object_url(doc.get("catalog", "")):  # s3://bucket/prefix (curate/catalog/storage.py)
         catalog = ObjectPath(doc["catalog"])
     elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", str(doc.get("catalog", ""))):
         # Path("ftp://h/p") would quietly become a local folder named "ftp:".

@@ -71,7 +71,8 @@ def parse_type(text: str) -> pa.DataType:
     return result
 
 
-def _fields(doc: dict) -> list[pa.Field]:
+def arrow_fields(doc: dict) -> list[pa.Field]:
+    """The Arrow fields of a table's schema document (schemas/tables/, schemas/release/): its ``columns``."""
     return [
         pa.field(c["name"], parse_type(c["type"]), nullable=c.get("nullable", True),
                  metadata={"description": c.get("description", "")})
@@ -84,7 +85,7 @@ def table_schema(name: str) -> pa.Schema:
     """The Arrow schema of catalog table ``name`` (its columns, then the status columns)."""
     doc = json.loads(schema_path("tables", f"{name}.json").read_text())
     status = json.loads(schema_path("tables", "_status.json").read_text())
-    return pa.schema(_fields(doc) + _fields(status), metadata={"table": name})
+    return pa.schema(arrow_fields(doc) + arrow_fields(status), metadata={"table": name})
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -72,7 +72,7 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600, **kwargs)
 
 def stage_table(catalog: Path, stage: str):
     """The latest fingerprint's rows of ``stage`` as a list of dicts (sorted by key)."""
-    from curate.catalog import Catalog
+    from curate.catalog.layout import Catalog
     import pyarrow as pa
 
     sd = Catalog(catalog).latest(stage)

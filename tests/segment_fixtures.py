@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from curate.catalog import sha256_file
+from curate.catalog.files import sha256_file
 from curate.demo.corpus import DEMO_DATA, make_corrupt_video, make_video_without_audio
 from curate.stages.base import StageContext, run_stage_on_table
 

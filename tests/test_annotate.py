@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pytest
 from pydantic import ValidationError
 
-from curate.catalog import Catalog
+from curate.catalog.layout import Catalog
 from curate.llm.tasks import Clip, get_task
 from curate.stages.annotate import AnnotateParams, AnnotateStage
 from curate.stages.base import StageContext, run_stage_on_table

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from curate import schemas
-from curate.catalog import Catalog, fingerprint
+from curate.catalog.layout import Catalog, fingerprint
 
 
 def _crawl_rows(n: int) -> pa.Table:

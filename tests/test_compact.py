@@ -12,10 +12,11 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate import compact as compact_mod
-from curate.catalog import Catalog, atomic_write_json
-from curate.compact import FOLDER, MANIFEST, compact, view_files
-from curate.sql import open_catalog
+from curate.catalog import compact as compact_mod
+from curate.catalog.compact import FOLDER, MANIFEST, compact, view_files
+from curate.catalog.files import atomic_write_json
+from curate.catalog.layout import Catalog
+from curate.catalog.views import open_catalog
 
 QUERIES = ["select * from filter order by video_id", "select fp, count(*) from filter_all group by 1",
            "select clip_id, t, embedding[64] from frame_embeddings order by clip_id"]

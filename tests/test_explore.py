@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from curate.catalog import Catalog
-from curate.compact import view_files
+from curate.catalog.compact import view_files
+from curate.catalog.layout import Catalog
 from curate.demo.corpus import DEMO_DATA
 from curate.demo.site import DemoSite
 from curate.recipe import load_recipe

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from curate.catalog import Catalog, atomic_write_json
+from curate.catalog.files import atomic_write_json
+from curate.catalog.layout import Catalog
 from conftest import REPO
 
 TITLES = ["Best clips of [/r/videos]", "[bold]loud[/bold] title", "a :joy: day", "[red]"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from curate.catalog import Catalog
+from curate.catalog.layout import Catalog
 from curate.recipe import RecipeError, load_recipe
 
 DEMO = Path(__file__).resolve().parent.parent / "curate" / "demo" / "data"
@@ -29,7 +29,7 @@ def bucket(s3_server, monkeypatch):
 
 
 def test_object_paths_read_and_write_whole_objects(bucket):
-    from curate.storage import ObjectPath, catalog_root
+    from curate.catalog.storage import ObjectPath, catalog_root
 
     root = catalog_root("s3://cat/p")
     assert isinstance(root, ObjectPath) and str(root / "runs" / "a.json") == "s3://cat/p/runs/a.json"
@@ -45,7 +45,7 @@ def test_object_paths_read_and_write_whole_objects(bucket):
 
 @pytest.mark.slow
 def test_curate_sql_reads_a_catalog_in_a_bucket_showing_only_markered_shards(tmp_path, helpers, bucket):
-    from curate.storage import ObjectPath, filesystem
+    from curate.catalog.storage import ObjectPath, filesystem
 
     (tmp_path / "v").mkdir()
     for i in range(4):
@@ -90,7 +90,7 @@ def test_a_catalog_url_of_another_scheme_is_refused_before_any_work(tmp_path, he
 
 @pytest.mark.slow
 def test_a_run_writes_its_catalog_into_a_bucket_and_curate_sql_reads_it(tmp_path, helpers, bucket):
-    from curate.storage import ObjectPath
+    from curate.catalog.storage import ObjectPath
 
     (tmp_path / "v").mkdir()
     for i in (0, 1):
@@ -116,7 +116,7 @@ def test_a_run_writes_its_catalog_into_a_bucket_and_curate_sql_reads_it(tmp_path
     run_id = cat.runs()[-1]["run_id"]
     assert not list(Path(tempfile.gettempdir()).glob(f"curate-scratch-{run_id}-*"))
     # Each stage's two shards were compacted in the bucket, side table included, for queries.
-    from curate.compact import view_files
+    from curate.catalog.compact import view_files
 
     assert "was not compacted" not in result.stderr
     assert all(view_files(cat.latest(s)).compacted for s in stages)
@@ -151,7 +151,7 @@ def test_shards_commit_to_a_bucket_shard_then_marker(bucket):
     import pyarrow as pa
 
     from curate import schemas
-    from curate.storage import ObjectPath
+    from curate.catalog.storage import ObjectPath
 
     sd = Catalog(ObjectPath("s3://cat/w")).stage_dir("crawl", "f00")
     table = schemas.from_rows([{"video_id": f"v{i}", "source": f"s{i}", "status": "ok"} for i in range(3)],
@@ -169,7 +169,7 @@ def test_shards_commit_to_a_bucket_shard_then_marker(bucket):
 
 def test_media_goes_through_a_local_scratch_folder_per_worker(tmp_path, bucket):
     from curate.run.scratch import MediaScratch
-    from curate.storage import ObjectPath
+    from curate.catalog.storage import ObjectPath
 
     root = ObjectPath("s3://cat/m")
     a, b = MediaScratch(root, tmp_path / "a"), MediaScratch(root, tmp_path / "b")
@@ -223,7 +223,7 @@ def test_the_demo_into_a_bucket_survives_sigkill_and_resumes_without_duplicates(
 
     import yaml
 
-    from curate.storage import ObjectPath
+    from curate.catalog.storage import ObjectPath
     from llm_fault_server import FaultServer
     from test_pipeline import STAGES, _demo_recipe
 
@@ -296,7 +296,7 @@ def bucket_cluster(bucket):
 
 @pytest.mark.slow
 def test_a_two_node_cluster_shares_only_the_bucket(tmp_path, helpers, bucket, bucket_cluster):
-    from curate.storage import ObjectPath
+    from curate.catalog.storage import ObjectPath
 
     (tmp_path / "v").mkdir()
     for i in range(4):
@@ -323,7 +323,7 @@ def test_a_two_node_cluster_shares_only_the_bucket(tmp_path, helpers, bucket, bu
 
 @pytest.mark.slow
 def test_keep_media_false_in_a_bucket_deletes_videos_and_a_later_stage_says_why(tmp_path, demo_site, helpers, bucket):
-    from curate.storage import ObjectPath
+    from curate.catalog.storage import ObjectPath
     from test_streaming import _stages
 
     recipe = helpers.write_recipe(tmp_path, _stages(demo_site), catalog="s3://cat/km", shards=3,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from curate.catalog import Catalog
+from curate.catalog.layout import Catalog
 from curate.paths import data_dir
 from curate.recipe import load_recipe
 from curate.run.runner import Runner

@@ -150,7 +150,7 @@ def test_frames_teach_on_demo_data(demo_release, validated):
     assert f"Frames lower the loss per word by {gains['visual']['nats_per_word']:.2f} nats" in card
     assert "plots/loss_aligned.png" in card
     # The release is never edited: its card only says where validations go, and it verifies.
-    from curate.catalog import sha256_file
+    from curate.catalog.files import sha256_file
 
     listed = {f["path"]: f for f in json.loads((v1 / "manifest.json").read_text())["files"]}
     assert listed["README.md"]["sha256"] == sha256_file(v1 / "README.md")
@@ -203,7 +203,7 @@ def test_sigkill_resumes_from_the_last_checkpoint_with_the_same_result(demo_rele
 def one_video_held_out(release: Path, version: str) -> Path:
     """A copy of the release whose validation split keeps one video's clips (its manifest
     rewritten to match, as a release with so little held out would have it)."""
-    from curate.catalog import sha256_file
+    from curate.catalog.files import sha256_file
 
     out = release.parent / version
     shutil.copytree(release, out, ignore=shutil.ignore_patterns("validation"))

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from conftest import run_cli
-from curate.catalog import Catalog
+from curate.catalog.layout import Catalog
 from curate.paths import data_dir
 from llm_fault_server import FaultServer
 
@@ -99,7 +99,7 @@ def test_release_layout_card_and_manifest(released):
     manifest = json.loads((v1 / "manifest.json").read_text())
     listed = {f["path"]: f for f in manifest["files"]}
     assert set(listed) == {p.relative_to(v1).as_posix() for p in v1.rglob("*") if p.is_file()} - {"manifest.json"}
-    from curate.catalog import sha256_file
+    from curate.catalog.files import sha256_file
 
     for rel, f in listed.items():
         assert f["sha256"] == sha256_file(v1 / rel) and f["bytes"] == (v1 / rel).stat().st_size
@@ -123,7 +123,7 @@ def re_hub(path: str) -> bool:
 def test_clips_are_the_kept_clips_with_lineage(released, built):
     _, catalog, v1, _ = released
     con = duckdb.connect()
-    from curate.sql import connect
+    from curate.catalog.views import connect
 
     cat, _ = connect(catalog)
     kept = {r[0] for r in cat.sql("SELECT s.clip_id FROM segment s JOIN filter f USING (clip_id) "
@@ -270,7 +270,7 @@ def _rewrite(catalog: Path, stage: str, fn) -> None:
 
 
 def test_planted_faults_fail_the_gate_with_those_rows(built, tmp_path):
-    from curate.sql import connect
+    from curate.catalog.views import connect
 
     recipe, catalog = _copy_catalog(built, tmp_path)
     con, _ = connect(catalog)
@@ -363,7 +363,7 @@ def test_decontaminated_videos_are_left_out_and_counted_media_hardlinked(built, 
     from curate.release.build import release
 
     recipe, catalog = _copy_catalog(built, tmp_path)
-    from curate.sql import connect
+    from curate.catalog.views import connect
 
     con, _ = connect(catalog)
     vid, url = con.sql("SELECT video_id, source_url FROM crawl WHERE status = 'ok' ORDER BY 1 LIMIT 1").fetchall()[0]
@@ -415,7 +415,7 @@ def test_a_blocked_or_failed_build_leaves_no_release_tmp(built, tmp_path, monkey
     and `curate qa` each leave nothing named .release-tmp (the lock file may stay)."""
     from curate.recipe import load_recipe
     from curate.release import build
-    from curate.sql import connect
+    from curate.catalog.views import connect
 
     recipe, catalog = _copy_catalog(built, tmp_path / "blocked")
     con, _ = connect(catalog)

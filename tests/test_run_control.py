@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from curate.catalog import Catalog
+from curate.catalog.layout import Catalog
 from curate.recipe import load_recipe
 from curate.run.runner import Runner
 from conftest import kill_session

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from curate.catalog import Catalog
+from curate.catalog.layout import Catalog
 from curate.run.lease import CatalogBusy, LeaseLost, RunLease, WorkerLease, read_lease
 
 REPO = Path(__file__).resolve().parent.parent

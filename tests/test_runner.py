@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from curate.catalog import Catalog
+from curate.catalog.layout import Catalog
 from curate.recipe import load_recipe
 from curate.run.runner import Runner
 
@@ -117,7 +117,7 @@ def test_fingerprint_ignores_how_and_follows_what(tmp_path, helpers):
     import shutil
 
     from curate.paths import data_dir
-    from curate.run.runner import plan
+    from curate.run.planning import plan
 
     prompts = tmp_path / "prompts"
     shutil.copytree(data_dir("recipes") / "prompts", prompts)

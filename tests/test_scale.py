@@ -10,14 +10,16 @@ import os
 
 import pytest
 
-from curate import catalog as catalog_mod
 from curate import schemas
-from curate.catalog import Catalog, StageDir
+from curate.catalog import markers as catalog_mod
+from curate.catalog.layout import Catalog
+from curate.catalog.stage_dir import StageDir
 from curate.demo.synthetic_catalog import write_synthetic_catalog
 from curate.recipe import load_recipe
 from curate.run import runner as runner_mod
 from curate.run import shards as shards_mod
-from curate.run.runner import Runner, plan
+from curate.run.planning import plan
+from curate.run.runner import Runner
 
 N_VIDEOS, SHARDS = 300, 16
 
@@ -78,11 +80,11 @@ def test_noop_run_reads_each_stages_markers_once_and_records_sources_by_hash(syn
 
 
 def test_ctrl_c_during_the_end_of_run_compaction_ends_the_run_as_interrupted(synthetic, monkeypatch):
-    import curate.compact
+    import curate.catalog.compact
 
     def interrupted(sd):
         raise KeyboardInterrupt
-    monkeypatch.setattr(curate.compact, "compact", interrupted)
+    monkeypatch.setattr(curate.catalog.compact, "compact", interrupted)
     try:
         result = Runner(load_recipe(synthetic)).run()
     except KeyboardInterrupt:  # caught here, so it fails this test rather than stopping pytest
@@ -137,7 +139,7 @@ def test_marker_trusted_by_size_and_mtime_and_verify_rehashes(tmp_path, helpers)
 
 def test_sql_creates_only_the_views_a_query_names_and_status_hashes_no_shard(synthetic, monkeypatch, capsys):
     from curate.cli import main
-    from curate.sql import open_catalog
+    from curate.catalog.views import open_catalog
 
     root = load_recipe(synthetic).catalog
     opened = open_catalog(root, lazy=True)
@@ -155,7 +157,7 @@ def test_sql_creates_only_the_views_a_query_names_and_status_hashes_no_shard(syn
 
 
 def test_a_query_reads_only_the_markers_of_the_stages_it_names(synthetic, monkeypatch):
-    from curate.sql import open_catalog
+    from curate.catalog.views import open_catalog
 
     monkeypatch.setattr(catalog_mod, "_MARKERS", {})  # nothing remembered from the tests above
     read = []

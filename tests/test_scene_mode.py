@@ -10,12 +10,13 @@ import subprocess
 import pytest
 from rich.console import Console
 
-from curate.catalog import Catalog
+from curate.catalog.layout import Catalog
 
 from curate.demo.corpus import DEMO_DATA, make_video_without_audio
 from curate.demo.site import DemoSite
 from curate.recipe import RecipeError, load_recipe
-from curate.run.runner import Runner, plan
+from curate.run.planning import plan
+from curate.run.runner import Runner
 
 SCENE = {"mode": "scene", "min_clip_s": 2, "max_clip_s": 60, "threshold": 15.0}
 

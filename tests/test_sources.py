@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curate import sources
+from curate.crawl import sources
 from curate.paths import data_dir
 from curate.recipe import RecipeError, load_recipe
 

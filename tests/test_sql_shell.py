@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from curate.catalog import Catalog, atomic_write_json
+from curate.catalog.files import atomic_write_json
+from curate.catalog.layout import Catalog
 
 REPO = Path(__file__).resolve().parent.parent
 

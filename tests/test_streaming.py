@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from curate.catalog import Catalog
+from curate.catalog.layout import Catalog
 from curate.recipe import load_recipe
 from curate.run.runner import Runner
 

@@ -11,7 +11,8 @@ import re
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.catalog import Catalog, atomic_write_json
+from curate.catalog.files import atomic_write_json
+from curate.catalog.layout import Catalog
 from test_terminal import run_in_terminal
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -119,13 +120,14 @@ def _kill_writer_at(root, shard: int, point: str) -> None:
     script = f"""
 import os, signal, sys
 import pyarrow as pa
-import curate.catalog as c
+import curate.catalog.stage_dir as c
+from curate.catalog.layout import Catalog
 die = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
 if {point!r} == "before-marker":
     c.atomic_write_json = die
 else:
     c.StageDir._append_manifest = die
-sd = c.Catalog({str(root)!r}).stage_dir("crawl", "f" * 16)
+sd = Catalog({str(root)!r}).stage_dir("crawl", "f" * 16)
 table = pa.table({{"video_id": ["killed"], "status": ["ok"], "error_code": pa.array([None], pa.string())}})
 sd.write_shard({shard}, table, {{}})
 """
@@ -138,7 +140,7 @@ sd.write_shard({shard}, table, {{}})
 def test_markers_jsonl_is_a_cache_the_marker_files_overrule(tmp_path, helpers, monkeypatch):
     import time
 
-    from curate import catalog as catalog_mod
+    from curate.catalog import markers as catalog_mod
 
     catalog = Catalog(tmp_path / "cat")
     sd = _stage(catalog, "crawl", "f" * 16, 4)

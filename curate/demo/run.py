@@ -100,11 +100,12 @@ def run_demo(port: int = 8765, recipe: str | None = None, console: Console | Non
              videos: int = SHIPPED) -> int:
     """``videos`` > 4 generates more demo videos and runs ``recipes/demo_large.yaml`` (unless ``recipe``
     is given) over all of them, served as one feed; its catalog is ``catalogs/demo-<videos>``."""
-    from ..console import print_result, run_and_report
+    from ..console import print_result
+    from ..run.command import run_and_report
     from ..recipe import load_recipe
     from ..run.hints import catalog_hints
     from ..run.runner import new_run_id
-    from ..sql import connect
+    from ..catalog.views import connect
 
     if console is None:
         from ..console import console

@@ -64,20 +64,21 @@ def _tables(stage: str, videos: list[str], sources: list[str], clips_per_video: 
 def write_synthetic_catalog(folder: Path, n_videos: int, clips_per_video: int, shards: int,
                             progress=None) -> Path:
     """Write the recipe and its catalog (every stage done); returns the recipe path."""
-    from ..compact import compact
+    from ..catalog.compact import compact
     from ..recipe import load_recipe
-    from ..run.runner import Runner, plan
+    from ..run.planning import plan
+    from ..run.runner import Runner
     from ..run.worker import table_stats
 
     recipe = load_recipe(write_recipe(Path(folder), n_videos, shards))
     runner = Runner(recipe)
     plans = plan(recipe)
     runner.write_stage_docs(plans)
-    by_shard = runner._sources(plans[0])
+    by_shard = runner.sources(plans[0])
     video_of = lambda url: url.rsplit("/", 1)[-1]  # noqa: E731
     for p in plans:
         sd = runner.catalog.stage_dir(p.name, p.fingerprint)
-        digests = runner._upstream_digests(p)
+        digests = runner.upstream_digests(p)
         if p.cls.scope == "global":
             from ..run.shards import combined_digest
 
@@ -92,7 +93,7 @@ def write_synthetic_catalog(folder: Path, n_videos: int, clips_per_video: int, s
         if progress:
             progress(p.name)
     runner.catalog.write_run("00000000T000000Z-synthetic", {
-        "run_id": "00000000T000000Z-synthetic", "recipe": runner._recorded_recipe(plans),
+        "run_id": "00000000T000000Z-synthetic", "recipe": runner.recorded_recipe(plans),
         "fingerprints": {p.name: p.fingerprint for p in plans}, "status": "finished",
         "started_at": dt.datetime.now(dt.timezone.utc).isoformat(), "stages": {}})
     return recipe.path

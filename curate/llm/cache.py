@@ -13,7 +13,7 @@ import json
 import time
 from pathlib import Path
 
-from ..catalog import atomic_write_json
+from ..catalog.files import atomic_write_json
 from .client import ChatReply
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from ..catalog import Catalog
-from ..compact import view_files
-from ..sql import _parquet
+from ..catalog.compact import view_files
+from ..catalog.layout import Catalog
+from ..catalog.sql_text import parquet_scan
 
 BOS, QUESTION, ANSWER, UNK = "[BOS]", "[Q]", "[A]", "[UNK]"
 SPECIALS = [BOS, QUESTION, ANSWER, UNK]
@@ -61,7 +61,7 @@ def read_clips(release: Path) -> list[Clip]:
         raise FileNotFoundError(f"{release}: no data/clips/*.parquet (not a curate release?)")
     rows = duckdb.connect().execute(
         f"SELECT clip_id, video_id, regexp_extract(filename, '/([a-z0-9_]+)-\\d{{5}}-of', 1) AS split, "
-        f"start_s, end_s, words FROM {_parquet(files, ', filename = true')} ORDER BY video_id, start_s, clip_id"
+        f"start_s, end_s, words FROM {parquet_scan(files, ', filename = true')} ORDER BY video_id, start_s, clip_id"
     ).fetchall()
     return [Clip(c, v, s, float(a), float(b), list(w or [])) for c, v, s, a, b, w in rows]
 
@@ -73,7 +73,7 @@ def read_questions(release: Path, clip_ids: set[str]) -> list[Question]:
         return []
     out = []
     for clip_id, output in duckdb.connect().execute(
-            f"SELECT clip_id, output FROM {_parquet(files)} ORDER BY clip_id, annotation_id").fetchall():
+            f"SELECT clip_id, output FROM {parquet_scan(files)} ORDER BY clip_id, annotation_id").fetchall():
         if clip_id not in clip_ids:
             continue
         try:
@@ -107,7 +107,7 @@ def stored_embeddings(release: Path) -> dict[str, list[tuple[float, np.ndarray]]
         return {}
     out: dict[str, list[tuple[float, np.ndarray]]] = {}
     table = duckdb.connect().sql(
-        f"SELECT clip_id, t, embedding FROM {_parquet(files)} ORDER BY clip_id, t").to_arrow_table()
+        f"SELECT clip_id, t, embedding FROM {parquet_scan(files)} ORDER BY clip_id, t").to_arrow_table()
     ids, ts = table["clip_id"].to_pylist(), table["t"].to_pylist()
     emb = np.asarray(table["embedding"].to_pylist(), dtype=np.float32) if ids else np.zeros((0, 0), np.float32)
     for i, clip_id in enumerate(ids):
@@ -135,7 +135,7 @@ def recompute_embeddings(release: Path, clip_ids: list[str]) -> dict[str, list[t
         return {}
     con = duckdb.connect()
     con.register("wanted", pa.table({"clip_id": clip_ids}))
-    rows = con.execute(f"SELECT clip_id, frames FROM {_parquet(files)} WHERE clip_id IN (SELECT clip_id FROM wanted)"
+    rows = con.execute(f"SELECT clip_id, frames FROM {parquet_scan(files)} WHERE clip_id IN (SELECT clip_id FROM wanted)"
                        ).fetchall()
     encoder = ClipEncoder(fcfg.get("clip_model", "ViT-B-32"), fcfg.get("clip_pretrained", "openai"))
     out = {}

@@ -85,7 +85,7 @@ def prepare(release: Path, cfg, work: Path, console=None) -> dict:
 
 def _work_key(release: Path, cfg) -> str:
     """What a resumable work folder belongs to: the release's clips and the settings."""
-    from ..catalog import sha256_file
+    from ..catalog.files import sha256_file
 
     clips = {p.name: sha256_file(p) for p in sorted((release / "data" / "clips").glob("*.parquet"))}
     text = json.dumps({"clips": clips, "cfg": cfg.model_dump(mode="json")}, sort_keys=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..catalog import atomic_write_json, sha256_file
+from ..catalog.files import atomic_write_json, sha256_file
 
 def loss_plots(doc: dict, out: Path) -> list[str]:
     """plots/loss_<condition>.png: training loss per step (and a running mean)."""

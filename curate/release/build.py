@@ -30,7 +30,8 @@ from rich.console import Console
 from rich.text import Text
 
 from .. import __version__
-from ..catalog import Catalog, atomic_write_json, sha256_file
+from ..catalog.layout import Catalog
+from ..catalog.files import atomic_write_json, sha256_file
 from ..console import styled
 from ..recipe import Recipe, ReleaseConfig
 from . import card, croissant, exports, gate, plots, splits, tables
@@ -86,7 +87,7 @@ def _locked(root: Path):
 
 
 def _fingerprints(recipe: Recipe) -> dict[str, str]:
-    from ..run.runner import plan
+    from ..run.planning import plan
 
     return {p.name: p.fingerprint for p in plan(recipe)}
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from ..catalog import atomic_write_json
+from ..catalog.files import atomic_write_json
 from ..paths import data_dir
 from .tables import release_schema
 

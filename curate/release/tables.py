@@ -14,10 +14,10 @@ import duckdb
 import pyarrow as pa
 
 from .. import __version__
-from ..catalog import Catalog
+from ..catalog.layout import Catalog
+from ..catalog.sql_text import ident, parquet_scan
 from ..paths import schema_path
-from ..schemas import _fields
-from ..sql import _ident, _parquet
+from ..schemas import arrow_fields
 from .splits import decontam_match, split_case
 
 STAGES = ("crawl", "transcribe", "segment", "filter", "dedup", "quality", "annotate")
@@ -31,7 +31,7 @@ class NotReady(Exception):
 def release_schema(name: str) -> pa.Schema:
     """The Arrow schema of release table ``name`` (schemas/release/<name>.json)."""
     doc = json.loads(schema_path("release", f"{name}.json").read_text())
-    return pa.schema(_fields(doc))
+    return pa.schema(arrow_fields(doc))
 
 
 def stage_views(con: duckdb.DuckDBPyConnection, catalog: Catalog, fps: dict[str, str], shards: int) -> list[str]:
@@ -49,7 +49,7 @@ def stage_views(con: duckdb.DuckDBPyConnection, catalog: Catalog, fps: dict[str,
             raise NotReady(f"{stage} (fp={fp}): {shards - len(done)} of {shards} shards not done; "
                            f"run `curate run` on the recipe first")
         files = [str(sd.shard_path(s)) for s in done]
-        con.execute(f"CREATE OR REPLACE VIEW {_ident(stage)} AS SELECT * FROM {_parquet(files)}")
+        con.execute(f"CREATE OR REPLACE VIEW {ident(stage)} AS SELECT * FROM {parquet_scan(files)}")
         views.append(stage)
     return views
 
@@ -163,7 +163,7 @@ def release_views(con: duckdb.DuckDBPyConnection, out: Path, configs: dict[str, 
     the checks read what was written, not what was meant to be."""
     def union(parts: list[tuple[str, list[str]]]) -> str:
         return " UNION ALL BY NAME ".join(
-            f"SELECT *, {_lit(split)} AS split FROM {_parquet([str(out / f) for f in files])}"
+            f"SELECT *, {_lit(split)} AS split FROM {parquet_scan([str(out / f) for f in files])}"
             for split, files in parts)
 
     clip_parts = list(configs.get("clips", {}).items())
@@ -182,9 +182,9 @@ def stage_counts(con: duckdb.DuckDBPyConnection, views: list[str]) -> None:
     parts = [f"""SELECT '{v}' AS stage, count(*) AS rows,
                         count(*) FILTER (WHERE status IN ('failed', 'transient')) AS errors,
                         count(*) FILTER (WHERE status = 'ok') AS ok
-                 FROM {_ident(v)}""" for v in views]
+                 FROM {ident(v)}""" for v in views]
     con.execute("CREATE OR REPLACE TABLE stage_counts AS " + " UNION ALL ".join(parts))
-    codes = [f"""SELECT '{v}' AS stage, error_code, count(*) AS n FROM {_ident(v)}
+    codes = [f"""SELECT '{v}' AS stage, error_code, count(*) AS n FROM {ident(v)}
                  WHERE status <> 'ok' AND error_code IS NOT NULL GROUP BY error_code""" for v in views]
     con.execute("CREATE OR REPLACE TABLE stage_codes AS " + " UNION ALL ".join(codes))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..catalog import sha256_file
+from ..catalog.files import sha256_file
 
 VALIDATIONS = "validation"
 

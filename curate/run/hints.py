@@ -40,9 +40,9 @@ def run_hints(summaries: dict[str, dict]) -> list[str]:
 
 def catalog_hints(recipe) -> list[str]:
     """:func:`run_hints` over the recipe's current stage tables (read from their markers)."""
-    from .runner import plan
+    from .planning import plan
     from .summary import stage_summaries
-    from ..catalog import Catalog
+    from ..catalog.layout import Catalog
 
     fps = {p.name: p.fingerprint for p in plan(recipe)}
     return run_hints(stage_summaries(Catalog(recipe.catalog), fps, recipe.shards))

@@ -24,8 +24,8 @@ import threading
 import time
 from pathlib import Path
 
-from ..catalog import atomic_write_json
-from ..storage import is_object_path
+from ..catalog.files import atomic_write_json
+from ..catalog.storage import is_object_path
 
 LEASE_FILE = "lease.json"
 LOCK_FILE = ".lease.lock"

@@ -7,7 +7,7 @@ after it is crawled, and its videos go as soon as both are done. Frames and
 captions stay (filter, annotate, releases and the reference model read them).
 
 Only files inside the catalog's ``media/`` folder are ever deleted: videos a
-``crawl_files`` recipe reads in place are the user's. Each deletion leaves a
+``crawl.files`` crawl reads in place are the user's. Each deletion leaves a
 ``media/<video_id>/released.json`` note, so a stage that later needs the file
 says why it is gone (``media.released``) instead of failing on a missing file.
 """
@@ -20,12 +20,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..catalog.storage import read_parquet
 from ..media.released import RELEASED_NOTE
-from ..storage import read_parquet
 from .schedule import SETTLED_BAD, SETTLED_OK, ShardSchedule, State
 
 if TYPE_CHECKING:
-    from .runner import Runner, StagePlan
+    from ..catalog.layout import Catalog
+    from ..recipe import KeepMedia
+    from .planning import StagePlan
 
 log = logging.getLogger("curate.run.retention")
 
@@ -39,17 +41,17 @@ KINDS = (MediaKind("video", "video_path"), MediaKind("audio", "audio_path"))
 
 
 class MediaRetention:
-    def __init__(self, runner: "Runner", schedule: ShardSchedule,
+    def __init__(self, catalog: "Catalog", n_shards: int, shards_ahead: int, schedule: ShardSchedule,
                  kinds: list[tuple[MediaKind, "StagePlan", list[str]]]):
-        self.root = runner.catalog.root
-        self.runner, self.schedule = runner, schedule
+        self.root = catalog.root
+        self.catalog, self.n_shards, self.shards_ahead, self.schedule = catalog, n_shards, shards_ahead, schedule
         self.kinds = kinds  # (kind, the stage whose rows name the files, the stages that read them)
         self.released: set[tuple[str, int]] = set()
         self.deleted_bytes = 0
 
     @classmethod
-    def for_run(cls, runner: "Runner", plans: list["StagePlan"], schedule: ShardSchedule) -> "MediaRetention | None":
-        keep = runner.recipe.keep_media
+    def for_run(cls, catalog: "Catalog", keep: "KeepMedia", n_shards: int, plans: list["StagePlan"],
+                schedule: ShardSchedule) -> "MediaRetention | None":
         kinds = []
         for kind in KINDS:
             if getattr(keep, kind.name):
@@ -59,7 +61,7 @@ class MediaRetention:
                 continue
             readers = [p.name for p in plans if kind.name in p.cls.reads_media]
             kinds.append((kind, producer, readers))
-        return cls(runner, schedule, kinds) if kinds else None
+        return cls(catalog, n_shards, keep.shards_ahead, schedule, kinds) if kinds else None
 
     # --- when ---------------------------------------------------------------
     def _finished(self, stage: str, shard: int) -> bool:
@@ -69,7 +71,7 @@ class MediaRetention:
     def settled(self, stage: str, shard: int | None) -> None:
         """A unit settled (done, or up to date from the start): release what no stage
         still needs. Any failed reader keeps the files (a rerun needs them)."""
-        shards = range(self.runner.recipe.shards) if shard is None else [shard]
+        shards = range(self.n_shards) if shard is None else [shard]
         for kind, producer, readers in self.kinds:
             if stage != producer.name and stage not in readers:
                 continue
@@ -94,26 +96,26 @@ class MediaRetention:
                         self.schedule.settled(n, None if self.schedule.stages[n].is_global else s) in SETTLED_BAD
                         for n in readers):  # a failed reader keeps its videos, and holds nothing up
                     held += 1
-            if held >= self.runner.recipe.keep_media.shards_ahead:
+            if held >= self.shards_ahead:
                 return False
         return True
 
     def release_settled(self) -> None:
         """A run with nothing to do still applies keep_media to finished shards."""
         for kind, producer, readers in self.kinds:
-            for s in range(self.runner.recipe.shards):
+            for s in range(self.n_shards):
                 self.settled(producer.name, s)
 
     # --- what ---------------------------------------------------------------
     def _release(self, kind: MediaKind, producer: "StagePlan", shard: int) -> None:
-        sd = self.runner.catalog.stage_dir(producer.name, producer.fingerprint)
+        sd = self.catalog.stage_dir(producer.name, producer.fingerprint)
         path = sd.shard_path(shard)
         if not path.exists():
             return
         table = read_parquet(path).select(["video_id", kind.column])
         for video_id, rel in zip(table.column("video_id").to_pylist(), table.column(kind.column).to_pylist()):
             if not rel or not _inside_media(rel):
-                continue  # the user's own file (crawl_files in place), never ours to delete
+                continue  # the user's own file (crawl.files in place), never ours to delete
             target = self.root / rel
             try:
                 size = target.stat().st_size

@@ -13,7 +13,6 @@ import datetime as dt
 import logging
 import os
 import platform
-import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -23,33 +22,23 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..catalog import Catalog, atomic_write_json, fingerprint
+from ..catalog.files import atomic_write_json
+from ..catalog.layout import Catalog
+from ..catalog.storage import is_object_path
 from ..recipe import Recipe, RecipeError
-from ..storage import is_object_path
 from .cluster import ClusterUnreachable, init_ray
-from .shards import combined_digest, sources_by_shard
-from ..stages import available_stages
-from ..stages.base import Resources, Stage
 from .lease import RunLease
+from .planning import StagePlan, plan, preflight
 from .retention import MediaRetention
 from .scratch import sweep
+from .shards import combined_digest, sources_by_shard, sources_digest
 from .stream import PipelineDriver, build_schedule
-from .worker import Secret, _digest
+from .worker import Secret
 
 log = logging.getLogger("curate.run.runner")
 
 # Environment variables local and cluster workers need to see like the driver.
 _PASSTHROUGH_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE", "CURATE_CACHE")
-
-
-@dataclass
-class StagePlan:
-    name: str
-    cls: type[Stage]
-    params: dict
-    fingerprint: str
-    inputs: dict[str, str]  # upstream stage -> fingerprint
-    resources: Resources
 
 
 @dataclass
@@ -70,40 +59,6 @@ class RunResult:
 def new_run_id() -> str:
     """``20261203T091500Z-1a2b3c``: sorts by start time; names the run record and the run's folder."""
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-
-
-def plan(recipe: Recipe) -> list[StagePlan]:
-    """Fingerprints in pipeline order; refuses a stage whose inputs are not enabled."""
-    stages = available_stages()
-    enabled = recipe.stage_params()
-    plans: dict[str, StagePlan] = {}
-    for name, cfg in enabled.items():
-        cls = stages[name]
-        stage_inputs = cls.inputs_for(cfg)
-        missing = [i for i in stage_inputs if i not in enabled]
-        stage_inputs += tuple(i for i in cls.optional_inputs_for(cfg) if i in enabled)
-        if missing:
-            raise RecipeError(f"{recipe.path}: stages.{name} reads {', '.join(missing)}, "
-                              f"which the recipe does not enable (add stages.{missing[0]}"
-                              + (", or pick another input_stage)" if "input_stage" in cfg.model_fields else ")"))
-        params = cfg.model_dump(mode="json", exclude={"resources"})
-        inputs = {i: plans[i].fingerprint for i in stage_inputs}
-        extra = {"shards": recipe.shards}
-        decisive = cls.fingerprint_params(cls.Params.model_validate(params), recipe.path.parent)
-        fp = fingerprint(name, cls.version, decisive, list(inputs.values()), extra)
-        plans[name] = StagePlan(name, cls, params, fp, inputs, recipe.stage_resources(name))
-    return list(plans.values())
-
-
-def preflight(recipe: Recipe, plans: list[StagePlan]) -> tuple[list[str], list[str]]:
-    """(problems that refuse the recipe, warnings): every model the recipe names is
-    resolved offline, without loading it, before Ray starts."""
-    errors, warnings = [], []
-    for p in plans:
-        params = p.cls.Params.model_validate(p.params)
-        errors += [f"{recipe.path}: {e}" for e in p.cls.preflight(params, recipe.path.parent)]
-        warnings += [f"{recipe.path}: {w}" for w in p.cls.preflight_warnings(params, recipe.path.parent)]
-    return errors, warnings
 
 
 def _now() -> str:
@@ -132,31 +87,12 @@ def _init_ray(recipe: Recipe, plans: list[StagePlan]):
     if ray.is_initialized():
         return ray, False
     # Never a secret here: Ray writes runtime_env options to its logs (API keys go to
-    # the workers as constructor arguments, see Runner._secrets).
+    # the workers as constructor arguments, see Runner.secrets).
     env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                   runtime_env={"env_vars": env} if env else None)
     init_ray(recipe.ray.address, recipe.ray.num_cpus, recipe.ray.connect_timeout_s, **kwargs)
     return ray, True
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _failed_in_setup(exc: BaseException) -> bool:
-    """A worker that died while starting (its stage's setup raised, e.g. a missing model)."""
-    import ray
-
-    return isinstance(exc, ray.exceptions.RayActorError) and "creation task" in str(exc)
-
-
-def _root_message(exc: BaseException) -> str:
-    """The original exception's one-line message, without Ray's wrapping and traceback."""
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, BaseException) and not type(cause).__module__.startswith("ray"):
-        return f"{type(cause).__name__}: {cause}"
-    lines = [line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
 
 
 class Runner:
@@ -172,7 +108,7 @@ class Runner:
     # --- what is left to do ------------------------------------------------
     # Planning reads each upstream marker once per stage and hashes each source once
     # per run: a no-op rerun of 1,000 shards must not cost shards x sources.
-    def _sources(self, p: StagePlan) -> dict[int, list[str]]:
+    def sources(self, p: StagePlan) -> dict[int, list[str]]:
         """A root stage's source keys by shard (computed once per run)."""
         if p.name not in self._source_cache:
             params = p.cls.Params.model_validate(p.params)
@@ -183,13 +119,13 @@ class Runner:
 
     def _markers(self, name: str, fp: str) -> dict[int, dict]:
         """A stage's valid markers by shard, read once per run and kept current as
-        units finish (``_refresh``)."""
+        units finish (``refresh``)."""
         key = (name, fp)
         if key not in self._marker_cache:
             self._marker_cache[key] = self.catalog.stage_dir(name, fp).markers(range(self.recipe.shards))
         return self._marker_cache[key]
 
-    def _refresh(self, p: StagePlan, unit: int | None) -> None:
+    def refresh(self, p: StagePlan, unit: int | None) -> None:
         """Re-read the markers a finished unit wrote (a global unit writes every shard)."""
         shards = range(self.recipe.shards) if unit is None else [unit]
         fresh = self.catalog.stage_dir(p.name, p.fingerprint).markers(shards)
@@ -202,7 +138,7 @@ class Runner:
     def _shard_digest(self, p: StagePlan, s: int) -> dict | None:
         """What shard ``s`` of the stage's input is made of (None: an input shard is not done)."""
         if not p.inputs:
-            return {"sources": _digest(self._sources(p).get(s, []))}
+            return {"sources": sources_digest(self.sources(p).get(s, []))}
         parts = {}
         for name, fp in p.inputs.items():
             marker = self._markers(name, fp).get(s)
@@ -211,7 +147,7 @@ class Runner:
             parts[f"{name}/{s}"] = marker["sha256"]
         return parts
 
-    def _upstream_digests(self, p: StagePlan) -> dict[int, dict | None]:
+    def upstream_digests(self, p: StagePlan) -> dict[int, dict | None]:
         """Per shard, the digest of what its input is made of (None: an upstream shard is
         not done). A global stage has one digest for all shards, over every upstream marker."""
         parts = {s: self._shard_digest(p, s) for s in range(self.recipe.shards)}
@@ -233,7 +169,7 @@ class Runner:
                 return None
             marker = markers.get(unit)
             return not (marker and marker.get("upstream") == upstream and not marker["counts"].get("transient"))
-        every = self._upstream_digests(p)[0]
+        every = self.upstream_digests(p)[0]
         if every is None:
             return None
         combined = combined_digest(every)
@@ -282,7 +218,7 @@ class Runner:
         record = {
             "run_id": run_id,
             "recipe_path": str(self.recipe.path),
-            "recipe": self._recorded_recipe(plans),
+            "recipe": self.recorded_recipe(plans),
             "versions": _versions(),
             "fingerprints": {p.name: p.fingerprint for p in plans},
             "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -297,7 +233,8 @@ class Runner:
             with Progress(TextColumn("[bold]{task.description:<11}"), BarColumn(),
                           TextColumn("{task.fields[rows]:>16}"), TextColumn("{task.fields[shards]:>10}"),
                           TimeElapsedColumn(), console=self.console) as progress:
-                retention = MediaRetention.for_run(self, plans, schedule)
+                retention = MediaRetention.for_run(self.catalog, self.recipe.keep_media, self.recipe.shards, plans,
+                                                   schedule)
                 if any(schedule.has_ready(p.name) for p in plans):  # start Ray only when there is work
                     started = time.time()
                     owns_ray = not _ray_up()  # set first: a Ctrl-C may land while Ray starts
@@ -355,9 +292,9 @@ class Runner:
         return result
 
     def compact(self, plans: list[StagePlan], record: dict) -> None:
-        """Each complete fingerprint in one file per table, for queries (curate/compact.py).
+        """Each complete fingerprint in one file per table, for queries (curate/catalog/compact.py).
         A no-op rerun finds them current; a rerun that rewrote a shard compacts again."""
-        from ..compact import compact
+        from ..catalog.compact import compact
 
         done_names, started = [], time.time()
         for p in plans:
@@ -390,15 +327,15 @@ class Runner:
     def _source_ref(self, p: StagePlan) -> dict:
         """A root stage's sources by hash and count: 100k URLs embedded in every run
         record and stage.json made each one megabytes (the recipe's file lists them)."""
-        keys = [k for keys in self._sources(p).values() for k in keys]
-        return {"sha256": _digest(keys), "count": len(keys)}
+        keys = [k for keys in self.sources(p).values() for k in keys]
+        return {"sha256": sources_digest(keys), "count": len(keys)}
 
     def _recorded_params(self, p: StagePlan) -> dict:
         if p.inputs or not isinstance(p.params.get("sources"), list):
             return p.params
         return p.params | {"sources": self._source_ref(p)}
 
-    def _recorded_recipe(self, plans: list[StagePlan]) -> dict:
+    def recorded_recipe(self, plans: list[StagePlan]) -> dict:
         doc = self.recipe.model_dump(mode="json", exclude={"path"})
         for p in plans:
             cfg = (doc.get("stages") or {}).get(p.name)
@@ -407,18 +344,18 @@ class Runner:
         return doc
 
     @staticmethod
-    def _secrets(p: StagePlan) -> dict[str, Secret]:
+    def secrets(p: StagePlan) -> dict[str, Secret]:
         """The stage's API key variables, from the driver's environment. They reach the
         worker as constructor arguments: Ray logs runtime_env env_vars, not arguments."""
         names = p.cls.required_env(p.cls.Params.model_validate(p.params))
         return {name: Secret(os.environ[name]) for name in names if name in os.environ}
 
-    def _rows_to_do(self, p: StagePlan, units: list[int | None]) -> int:
+    def rows_to_do(self, p: StagePlan, units: list[int | None]) -> int:
         """Input rows of the pending units (the bar's total): sources for a root
         stage, else the ok rows of the primary upstream shards."""
         shards = list(range(self.recipe.shards)) if units == [None] else units
         if not p.inputs:
-            by_shard = self._sources(p)
+            by_shard = self.sources(p)
             return sum(len(by_shard.get(s, [])) for s in shards)
         primary, fp = next(iter(p.inputs.items()))
         markers = self.catalog.stage_dir(primary, fp).markers(shards)

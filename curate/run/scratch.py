@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from ..storage import ObjectPath
+from ..catalog.storage import ObjectPath
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 

@@ -7,7 +7,7 @@ import hashlib
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..catalog import StageDir
+from ..catalog.stage_dir import StageDir
 from ..status import STATUS_COLUMNS
 
 SHARD_COLUMN = "__shard"
@@ -31,6 +31,14 @@ def combined_digest(parts: dict[str, str]) -> dict:
     (a marker per shard holding every upstream hash would grow with shards squared)."""
     blob = "\n".join(f"{k}={v}" for k, v in sorted(parts.items())).encode()
     return {"combined": hashlib.sha256(blob).hexdigest(), "parts": len(parts)}
+
+
+def sources_digest(values: list) -> str:
+    """A root shard's source keys as one sha256 (sorted: the order does not matter)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(sorted(map(str, values))).encode()).hexdigest()
 
 
 def only_ok(table: pa.Table) -> pa.Table:

@@ -12,25 +12,47 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from ..recipe import RecipeError
 from .pools import Cluster, StagePool, request_of
+from .ray_errors import failed_in_setup, root_message
 from .schedule import ShardSchedule, StageNode, State, Unit
 from .worker import ProgressBoard, ShardWorker
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
+    from ..recipe import Recipe
+    from .lease import RunLease
+    from .planning import StagePlan
     from .retention import MediaRetention
-    from .runner import Runner, StagePlan
+    from .worker import Secret
 
 log = logging.getLogger("curate.run.stream")
 
 RECORD_EVERY_S = 2.0  # the run record is rewritten at most this often while units finish
 
 
-def build_schedule(runner: "Runner", plans: list["StagePlan"]) -> ShardSchedule:
+class DrivenRun(Protocol):
+    """What the driver asks of the run it drives (``Runner``, runner.py): the recipe and
+    lease its workers start with, whether a unit must run and how many rows it holds,
+    the markers to re-read once it is done, and where the spend is counted."""
+
+    recipe: "Recipe"
+    lease: "RunLease"
+    spent: dict[str, dict[str, float]]  # per stage: what this run paid (tokens, cost)
+
+    def needs_run(self, p: "StagePlan", unit: int | None) -> bool | None: ...
+
+    def secrets(self, p: "StagePlan") -> dict[str, "Secret"]: ...
+
+    def rows_to_do(self, p: "StagePlan", units: list[int | None]) -> int: ...
+
+    def refresh(self, p: "StagePlan", unit: int | None) -> None: ...
+
+
+def build_schedule(runner: DrivenRun, plans: list["StagePlan"]) -> ShardSchedule:
     by_name = {p.name: p for p in plans}
     nodes = [StageNode(p.name, tuple(p.inputs), p.cls.scope == "global") for p in plans]
     return ShardSchedule(nodes, runner.recipe.shards, lambda stage, unit: runner.needs_run(by_name[stage], unit))
@@ -41,7 +63,7 @@ def _iso(t: float) -> str:
 
 
 class PipelineDriver:
-    def __init__(self, runner: "Runner", plans: list["StagePlan"], schedule: ShardSchedule, ray,
+    def __init__(self, runner: DrivenRun, plans: list["StagePlan"], schedule: ShardSchedule, ray,
                  progress: "Progress", record: dict, save_record: Callable[[], None],
                  retention: "MediaRetention | None" = None):
         self.runner, self.plans, self.schedule, self.ray = runner, plans, schedule, ray
@@ -94,7 +116,7 @@ class PipelineDriver:
 
     def _starter(self, p: "StagePlan"):
         worker_cls = self.ray.remote(ShardWorker)
-        secrets = self.runner._secrets(p)
+        secrets = self.runner.secrets(p)
         recipe, lease = self.runner.recipe, self.runner.lease
 
         def start():
@@ -168,7 +190,7 @@ class PipelineDriver:
             if stage == name and not pool.placed(worker):
                 del self.running[ref]
                 pool.retire(worker)
-                self.rows_total[name] -= self.runner._rows_to_do(self.by_name[name], [unit])
+                self.rows_total[name] -= self.runner.rows_to_do(self.by_name[name], [unit])
                 self.schedule.untake(name, unit)
 
     def _hand_out(self, p: "StagePlan", pool: StagePool, worker) -> None:
@@ -176,7 +198,7 @@ class PipelineDriver:
         worker.busy, worker.unit = True, unit
         ref = worker.actor.run.remote(unit)
         self.running[ref] = (p.name, worker, unit, time.time())
-        self.rows_total[p.name] += self.runner._rows_to_do(p, [unit])
+        self.rows_total[p.name] += self.runner.rows_to_do(p, [unit])
         task = self.tasks[p.name]
         self.progress.update(task, total=max(self.rows_total[p.name], 1), rows=self._rows_text(p.name))
         self.progress.start_task(task)
@@ -193,7 +215,7 @@ class PipelineDriver:
             for k, v in (out.get("paid") or {}).items():
                 self.runner.spent.setdefault(name, {}).setdefault(k, 0)
                 self.runner.spent[name][k] += v
-            self.runner._refresh(p, unit)
+            self.runner.refresh(p, unit)
             # The worker's own time: a unit handed to a worker not yet placed waits unseen.
             end = time.time() - self.t0
             begin = max(started - self.t0, end - float(out.get("seconds", 0)))
@@ -205,20 +227,18 @@ class PipelineDriver:
         self.progress.update(self.tasks[name], shards=self._shards_text(name))
 
     def _failed(self, p: "StagePlan", pool: StagePool, worker, unit: Unit, exc: BaseException) -> None:
-        from .runner import _failed_in_setup, _root_message
-
         log.debug("shard failed", exc_info=True)
-        if _failed_in_setup(exc):  # every worker would fail the same way: stop this stage
+        if failed_in_setup(exc):  # every worker would fail the same way: stop this stage
             for ref, (n, *_rest) in list(self.running.items()):
                 if n == p.name:
                     self.ray.cancel(ref, force=True)
                     del self.running[ref]
             left = self.schedule.abandon(p.name)  # this unit, the others running and the ready ones
             self.errors.append(f"{p.name}: its worker could not start, {len(left)} shard(s) not run: "
-                               f"{_root_message(exc)}")
+                               f"{root_message(exc)}")
             pool.retire_all()
             return
-        self.errors.append(f"{p.name} shard {unit if unit is not None else 'all'}: {_root_message(exc)}")
+        self.errors.append(f"{p.name} shard {unit if unit is not None else 'all'}: {root_message(exc)}")
         self.schedule.finished(p.name, unit, ok=False)
         if isinstance(exc, self.ray.exceptions.RayActorError):  # the worker died: let the pool replace it
             pool.workers.remove(worker)

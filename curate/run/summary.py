@@ -10,7 +10,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from ..catalog import Catalog
+from ..catalog.layout import Catalog
 
 STATUSES = ("ok", "filtered", "failed", "transient")
 

@@ -17,12 +17,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .. import storage
-from ..catalog import Catalog
+from ..catalog import storage
+from ..catalog.layout import Catalog
 from ..procs import detach_from_terminal
 from .lease import WorkerLease
 from .scratch import MediaScratch, scratch_prefix
-from .shards import SHARD_COLUMN, combined_digest, join_inputs, read_stage_shard, shard_of
+from .shards import SHARD_COLUMN, combined_digest, join_inputs, read_stage_shard, shard_of, sources_digest
 from ..stages import stage_class
 from ..stages.base import Resources, StageContext, run_stage_on_table
 
@@ -114,7 +114,7 @@ class ShardWorker:
                 table = table.filter(pc.equal(table.column(SHARD_COLUMN), shard))
             table = table if table is not None and table.num_rows else pa.table({self.key: pa.array([], pa.string()),
                                                                      SHARD_COLUMN: pa.array([], pa.int64())})
-            digest = {"sources": _digest(table.column(self.key).to_pylist())}
+            digest = {"sources": sources_digest(table.column(self.key).to_pylist())}
             return table, digest
         shards = range(self.n_shards) if shard is None else [shard]
         primary_name, *other_names = self.inputs
@@ -279,10 +279,3 @@ class ProgressBoard:
 
     def snapshot(self) -> dict[str, int]:
         return dict(self.rows)
-
-
-def _digest(values: list) -> str:
-    import hashlib
-    import json
-
-    return hashlib.sha256(json.dumps(sorted(map(str, values))).encode()).hexdigest()

@@ -34,13 +34,18 @@ def recipe_dir_context(folder: Path) -> Iterator[None]:
         _RECIPE_DIR.reset(token)
 
 
+def current_recipe_dir() -> Path | None:
+    """The recipe's folder while its params are validated (``recipe_dir_context``), else None."""
+    return _RECIPE_DIR.get()
+
+
 def _resolve(value: Path) -> Path:
     value = Path(value).expanduser()
     base = _RECIPE_DIR.get()
     return value if value.is_absolute() or base is None else (base / value)
 
 
-def _existing(value: Path) -> Path:
+def existing_path(value: Path) -> Path:
     path = _resolve(value)
     if not path.exists():
         raise ValueError(f"no such file: {path} (relative paths are read from the recipe's folder)")
@@ -48,7 +53,7 @@ def _existing(value: Path) -> Path:
 
 
 # A path in a recipe that must exist (sources file, cookies, a model checkpoint).
-ExistingPath = Annotated[Path, AfterValidator(_existing)]
+ExistingPath = Annotated[Path, AfterValidator(existing_path)]
 # A path in a recipe that the run may create (download archive, output).
 RecipePath = Annotated[Path, AfterValidator(lambda v: _resolve(v).resolve())]
 

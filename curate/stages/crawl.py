@@ -1,5 +1,6 @@
 """Crawl: yt-dlp's Python API (never a shell) downloads video, captions and info JSON;
-local files and s3:// / gs:// objects go through ``crawl_files`` (curate.sources lists them).
+local files and s3:// / gs:// objects go through ``curate.crawl.files``
+(curate.crawl.sources lists them).
 
 Each source (video URL, playlist, channel, RSS feed) becomes one row per
 video. Media lands in ``media/<video_id>/`` where the id is built from the
@@ -20,12 +21,15 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from .. import sources, status
-from ..catalog import atomic_write_json, sha256_file
-from ..crawl_errors import CrawlFault, classify
+from .. import status
+from ..catalog.files import atomic_write_json, sha256_file
+from ..crawl import sources
+from ..crawl.errors import CrawlFault, classify
+from ..crawl.files import FileCrawler
+from ..crawl.sources import with_manifest
 from ..media.probe import CorruptMedia, probe
 from ..status import Status
-from .base import ExistingPath, Params, RecipePath, Resources, Stage
+from .base import ExistingPath, Params, RecipePath, Resources, Stage, current_recipe_dir
 
 
 
@@ -57,8 +61,6 @@ class CrawlParams(Params):
     @field_validator("sources", mode="before")
     @classmethod
     def _expand_sources(cls, value: Any) -> list[str]:
-        from .base import _RECIPE_DIR
-
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list) or not value:
@@ -67,7 +69,7 @@ class CrawlParams(Params):
         for item in value:
             if not isinstance(item, str):
                 raise ValueError(f"a source is a URL or a file path, got {item!r}")
-            out.extend(sources.normalize(item, _RECIPE_DIR.get()))
+            out.extend(sources.normalize(item, current_recipe_dir()))
         if not out:
             raise ValueError("the sources list no URL or path")
         return out
@@ -186,8 +188,6 @@ class CrawlStage(Stage):
 
     def setup(self) -> None:
         import yt_dlp
-
-        from .crawl_files import FileCrawler
 
         self._files = FileCrawler(self.params, self.ctx, self.log)
 
@@ -346,23 +346,6 @@ class CrawlStage(Stage):
         # No site id is known: key the row by the URL so it stays unique and stable.
         video_id = "unresolved-" + hashlib.sha1(url.encode()).hexdigest()[:16]
         return {"video_id": video_id, "source": source, "source_url": url} | _fault_status(fault)
-
-
-def with_manifest(row: dict, meta: dict) -> dict:
-    """A manifest's columns on a crawl row. What the list says about a video
-    (title, licence, categories) wins over the site: it is what the dataset's
-    maker asserts. Spans stay metadata (docs/sources.md)."""
-    if not meta:
-        return row
-    row = dict(row)
-    for key in ("title", "license", "categories"):
-        if meta.get(key) is not None:
-            row[key] = meta[key]
-    if meta.get("spans"):
-        row["source_spans"] = meta["spans"]
-    if meta.get("extra"):
-        row["source_meta"] = json.dumps(meta["extra"], default=str, ensure_ascii=False)
-    return row
 
 
 def _measured(media, info: dict) -> dict:

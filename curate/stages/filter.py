@@ -17,7 +17,7 @@ import pyarrow as pa
 from pydantic import Field, field_validator
 
 from .. import schemas, status
-from .base import Params, Resources, Stage, _existing
+from .base import Params, Resources, Stage, existing_path
 
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".gz", ".npz")
@@ -48,7 +48,7 @@ class FilterParams(Params):
         if value is None or not ("/" in value or value.endswith(_CHECKPOINT_SUFFIXES)):
             return value
         try:
-            return str(_existing(value))
+            return str(existing_path(value))
         except ValueError as exc:
             raise ValueError(f"stages.filter.clip_model weights: {exc}") from None
 

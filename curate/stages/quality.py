@@ -21,7 +21,7 @@ import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
 from .. import status
-from .base import Params, Resources, Stage, _existing
+from .base import Params, Resources, Stage, existing_path
 
 
 class QualityParams(Params):
@@ -53,7 +53,7 @@ class QualityParams(Params):
         if not is_local_path(value):
             return value
         try:
-            return str(_existing(Path(value)))
+            return str(existing_path(Path(value)))
         except ValueError as exc:
             raise ValueError(f"lm_model: {exc}") from None
 

@@ -333,3 +333,20 @@ def parse_time(value: Any) -> float:
     except ValueError:
         raise ValueError(f"not a time: {value!r} (seconds or H:MM:SS.mmm)") from None
     return seconds
+
+
+def with_manifest(row: dict, meta: dict) -> dict:
+    """A manifest's columns on a crawl row. What the list says about a video
+    (title, licence, categories) wins over the site: it is what the dataset's
+    maker asserts. Spans stay metadata (docs/sources.md)."""
+    if not meta:
+        return row
+    row = dict(row)
+    for key in ("title", "license", "categories"):
+        if meta.get(key) is not None:
+            row[key] = meta[key]
+    if meta.get("spans"):
+        row["source_spans"] = meta["spans"]
+    if meta.get("extra"):
+        row["source_meta"] = json.dumps(meta["extra"], default=str, ensure_ascii=False)
+    return row

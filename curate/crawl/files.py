@@ -17,28 +17,35 @@ import os
 import shutil
 import urllib.parse
 from pathlib import Path
+from typing import Protocol
 
 from .. import status
-from ..catalog import atomic_write_json, sha256_file
+from ..catalog.files import atomic_write_json, sha256_file
 from ..media.probe import CorruptMedia, probe
-from ..sources import CAPTION_EXTS
-from .base import StageContext
+from .sources import CAPTION_EXTS, with_manifest
 
 
 def file_video_id(prefix: str, key: str) -> str:
     return f"{prefix}-{hashlib.sha1(key.encode()).hexdigest()[:16]}"
 
 
+class CrawlContext(Protocol):
+    """Where the crawl writes: the stage's ``StageContext`` (curate/stages/base.py)."""
+
+    catalog_root: Path
+
+    @property
+    def media_root(self) -> Path: ...
+
+
 class FileCrawler:
-    def __init__(self, params, ctx: StageContext, log):
+    def __init__(self, params, ctx: CrawlContext, log):
         self.params = params
         self.ctx = ctx
         self.log = log
 
     # --- local files ------------------------------------------------------
     def crawl_local(self, source: str, meta: dict) -> dict:
-        from .crawl import with_manifest
-
         path = Path(source)
         video_id = file_video_id("local", str(path))
         base = with_manifest({"video_id": video_id, "source": source, "source_url": path.as_uri(),
@@ -68,8 +75,6 @@ class FileCrawler:
     # --- objects ----------------------------------------------------------
     def crawl_object(self, source: str, meta: dict) -> dict:
         import fsspec
-
-        from .crawl import with_manifest
 
         scheme = urllib.parse.urlsplit(source).scheme.lower()
         video_id = file_video_id("gs" if scheme == "gcs" else scheme, source)

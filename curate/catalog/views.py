@@ -11,26 +11,18 @@ visible, side tables' shards included: a half-written or stray file never is.
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .catalog import Catalog, StageDir
 from .compact import ViewFiles, subfolders, view_files
+from .layout import Catalog
+from .sql_text import ident, parquet_scan
+from .stage_dir import StageDir
 
 if TYPE_CHECKING:  # imported where a connection is made: `curate status` needs only the notices
     import duckdb
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _parquet(files: list[str], extra: str = "", union_by_name: bool = True) -> str:
-    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    return f"read_parquet([{listed}], union_by_name = {str(union_by_name).lower()}{extra})"
 
 
 @dataclass(eq=False)  # compared by identity (``is``), and a dict key in ``names``
@@ -49,13 +41,13 @@ class _StageViews:
         selects = {}
         files = view_files(shown) if shown is not None else ViewFiles([])
         if files.table:
-            selects[self.stage] = f"SELECT * FROM {_parquet(files.table, union_by_name=not files.one_schema)}"
+            selects[self.stage] = f"SELECT * FROM {parquet_scan(files.table, union_by_name=not files.one_schema)}"
         all_files = [f for sd in self.catalog.stage_dirs(self.stage)
                      for f in (files if sd == shown else view_files(sd)).table]
         if all_files:
-            selects[self.stage + "_all"] = f"SELECT * FROM {_parquet(all_files, ', hive_partitioning = true')}"
+            selects[self.stage + "_all"] = f"SELECT * FROM {parquet_scan(all_files, ', hive_partitioning = true')}"
         for side, side_files in files.sides.items():
-            selects[side] = f"SELECT * FROM {_parquet(side_files)}"
+            selects[side] = f"SELECT * FROM {parquet_scan(side_files)}"
         return selects, view_notices(self.stage, shown, newer)
 
 
@@ -109,7 +101,7 @@ class CatalogViews:
                 self._resolve(self.unresolved[name])
         for name in named:
             if name in self.deferred:
-                self.con.execute(f"CREATE OR REPLACE VIEW {_ident(name)} AS {self.deferred.pop(name)}")
+                self.con.execute(f"CREATE OR REPLACE VIEW {ident(name)} AS {self.deferred.pop(name)}")
 
     def sql(self, query: str):
         self.ensure(query)
@@ -118,34 +110,6 @@ class CatalogViews:
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LISTS_VIEWS = re.compile(r"\b(show|describe|summarize|information_schema|duckdb_\w+|sqlite_master|pragma)\b", re.I)
-_ECHOED_QUERY = re.compile(r"^LINE \d+:")  # DuckDB quotes the query's line, then a caret under it
-_ERROR_TYPE = re.compile(r"^[A-Z][A-Za-z ]* Error: ")
-_NO_SUCH_TABLE = re.compile(r"\b(Table|View) with name (\S+) does not exist")
-_DID_YOU_MEAN = re.compile(r' Did you mean "[^"]*"\?')
-
-
-def error_line(exc: Exception, views: list[str] | None = None) -> str:
-    """A DuckDB error as one line for a person: its type and message, with what DuckDB
-    suggests (candidate bindings, "Did you mean"), without the echoed query and its caret;
-    for a table or view that does not exist, the views there are (``views``)."""
-    parts: list[str] = []
-    for line in str(exc).splitlines():
-        line = line.strip()
-        if not line or _ECHOED_QUERY.match(line) or set(line) <= {"^"}:
-            continue
-        if parts and not parts[-1].endswith((".", "!", "?", ":", ";")):
-            parts[-1] += ";"
-        parts.append(line)
-    text = " ".join(parts) or type(exc).__name__
-    if not _ERROR_TYPE.match(text):
-        text = f"{type(exc).__name__}: {text}"
-    missing = _NO_SUCH_TABLE.search(text)
-    if views is not None and missing:
-        # DuckDB guesses among the views made so far (few: they are made as queries name them).
-        text = _DID_YOU_MEAN.sub("", text).rstrip()
-        close = difflib.get_close_matches(missing.group(2), views, n=1)
-        text += (f' Did you mean "{close[0]}"?' if close else "") + f" (views: {', '.join(views) or 'none'})"
-    return text
 
 
 def shards_text(sd: StageDir) -> str:
@@ -213,14 +177,14 @@ def _release_views(con: duckdb.DuckDBPyConnection, releases: Path) -> list[str]:
             if not files:
                 continue
             select = (f"SELECT * EXCLUDE (filename), regexp_extract(filename, '([^/]+)-[0-9]{{5}}-of-[0-9]{{5}}[.]parquet$', 1) "
-                      f"AS split FROM {_parquet(files, ', filename = true')}")
+                      f"AS split FROM {parquet_scan(files, ', filename = true')}")
             tasks += [select] if config.name != "clips" else []
             for prefix in prefixes:
-                con.execute(f"CREATE OR REPLACE VIEW {_ident(prefix + config.name)} AS {select}")
+                con.execute(f"CREATE OR REPLACE VIEW {ident(prefix + config.name)} AS {select}")
                 views.append(prefix + config.name)
         if tasks:
             for prefix in prefixes:
-                con.execute(f"CREATE OR REPLACE VIEW {_ident(prefix + 'annotations')} AS "
+                con.execute(f"CREATE OR REPLACE VIEW {ident(prefix + 'annotations')} AS "
                             + " UNION ALL BY NAME ".join(tasks))
                 views.append(prefix + "annotations")
     return views

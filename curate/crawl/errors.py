@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .status import Status
+from ..status import Status
 
 
 @dataclass

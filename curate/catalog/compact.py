@@ -29,7 +29,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .catalog import StageDir, atomic_write_json, sha256_file
+from .files import atomic_write_json, sha256_file
+from .sql_text import parquet_scan
+from .stage_dir import StageDir
 from .storage import catalog_root, is_object_path
 
 FOLDER = "_compact"
@@ -162,7 +164,6 @@ def compact(sd: StageDir) -> Compaction | None:
         return None
     import duckdb
 
-    from .sql import _parquet
     from .storage import register_with_duckdb
 
     started = time.time()
@@ -191,7 +192,7 @@ def compact(sd: StageDir) -> Compaction | None:
         for name, files in sources.items():
             file = "table.parquet" if name == "table" else f"side-{name.removeprefix('side:')}.parquet"
             local = str(scratch / file).replace("'", "''")
-            n = con.execute(f"COPY (SELECT * FROM {_parquet(files)}) TO '{local}' "
+            n = con.execute(f"COPY (SELECT * FROM {parquet_scan(files)}) TO '{local}' "
                             "(FORMAT parquet, COMPRESSION zstd)").fetchone()[0]  # COPY answers its row count
             rows += n if name == "table" else 0
             entries[name] = {"file": file, "bytes": (scratch / file).stat().st_size,

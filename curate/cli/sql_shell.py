@@ -14,7 +14,7 @@ from typing import Callable
 
 import duckdb
 
-from .sql import error_line
+from .sql_errors import error_line
 
 HELP = """type SQL and end it with ';' (it may span lines); Ctrl-C clears the line, Ctrl-D quits
   .tables            the views (a view per stage table, <stage>_all, side tables, runs)
