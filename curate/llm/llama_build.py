@@ -1,10 +1,11 @@
 """Build llama-cpp-python for this machine and prove it with a real completion.
 
-``scripts/setup.sh`` runs this file by path (standard library only: the
-first build starts before curate's dependencies are installed)::
+``scripts/setup.sh`` runs it from the repository's root (standard library
+and ``curate.procs`` only: the first build starts before curate's
+dependencies are installed)::
 
-    python curate/llm/llama_build.py wheel portable     # build (or find) the wheel, print its path
-    python curate/llm/llama_build.py ensure portable    # install it, prove it, fall back if it crashes
+    python -m curate.llm.llama_build wheel portable --version V    # build (or find) the wheel, print its path
+    python -m curate.llm.llama_build ensure portable --version V   # install it, prove it, fall back if it crashes
 
 Builds, from the fastest to the most portable (CMake flags of llama.cpp's ggml):
 
@@ -35,13 +36,14 @@ import os
 import platform
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from .. import procs
 
 PACKAGE = "llama-cpp-python"
 BUILDS = {
@@ -98,9 +100,8 @@ def build_wheel(python: str, version: str, build: str, log=sys.stdout) -> Path:
     with tempfile.TemporaryDirectory(dir=folder, prefix=".build-") as tmp:
         env = dict(os.environ, CMAKE_ARGS=BUILDS[build], FORCE_CMAKE="1")
         # --no-cache-dir: never a wheel from pip's cache, which ignores CMAKE_ARGS (see above).
-        subprocess.run([python, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "-w", tmp,
-                        f"{PACKAGE}=={version}"], env=env, check=True, stdin=subprocess.DEVNULL,
-                       stdout=log, stderr=subprocess.STDOUT)
+        procs.run([python, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "-w", tmp, f"{PACKAGE}=={version}"],
+                  env=env, check=True, stdout=log, stderr=procs.STDOUT)
         made = sorted(Path(tmp).glob("llama_cpp_python-*.whl"))
         if not made:
             raise RuntimeError(f"pip wheel made no {PACKAGE} wheel in {tmp}")
@@ -117,8 +118,7 @@ def _build_logged(python: str, version: str, build: str, log_path: Path) -> Path
 
 
 def install_wheel(python: str, wheel: Path) -> None:
-    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)],
-                   check=True, stdin=subprocess.DEVNULL)
+    procs.run([python, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)], check=True)
 
 
 @dataclass
@@ -143,9 +143,9 @@ def prove(python: str, env: dict | None = None, timeout_s: float = 300.0) -> Pro
     """A real completion by the installed build, in a child process that may crash."""
     t0 = time.perf_counter()
     try:
-        done = subprocess.run([python, "-m", "curate.llm.proof"], env=env, capture_output=True, text=True,
-                              timeout=timeout_s, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
+        done = procs.run([python, "-m", "curate.llm.proof"], env=env, capture_output=True, text=True,
+                         timeout=timeout_s)
+    except procs.TimeoutExpired:
         return Proof(False, "hung", time.perf_counter() - t0, tail=f"no answer within {timeout_s:.0f} s")
     seconds = time.perf_counter() - t0
     tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         ensure(sys.executable, args.version, args.build)
-    except (RuntimeError, subprocess.CalledProcessError) as exc:
+    except (RuntimeError, procs.CalledProcessError) as exc:
         print(f"!! {exc}", file=sys.stderr)
         return 1
     return 0
