@@ -43,7 +43,9 @@ def verify_release(release: Path) -> tuple[int, list[str]]:
     checked, problems = _check(release, release / "manifest.json", skip={VALIDATIONS})
     validations = release / VALIDATIONS
     if validations.is_dir():
-        for run in sorted(p for p in validations.iterdir() if p.is_dir() and not p.name.startswith("_")):
+        # A run folder has its own manifest (a validation from before them, e.g. validation/plots/,
+        # is listed in the release's manifest instead, and checked above).
+        for run in sorted(p for p in validations.iterdir() if (p / "manifest.json").is_file()):
             n, bad = _check(run, run / "manifest.json", skip=set())
             checked, problems = checked + n, problems + bad
     return checked, problems
