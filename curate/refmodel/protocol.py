@@ -168,12 +168,12 @@ def _interval(samples: np.ndarray) -> list[float]:
 
 def _evidence(summary: dict) -> tuple[dict, list[str]]:
     """What the held-out split holds, whether that is enough for a verdict, and the note if not."""
-    clips, videos, words = summary["eval_clips"], summary.get("eval_videos", 0), summary["eval_words"]
+    clips, videos, words = (int(summary.get(k) or 0) for k in ("eval_clips", "eval_videos", "eval_words"))
     enough = videos >= MIN_EVAL_VIDEOS and words >= MIN_EVAL_WORDS
     evidence = {"eval_clips": clips, "eval_videos": videos, "eval_words": words, "min_videos": MIN_EVAL_VIDEOS,
                 "min_words": MIN_EVAL_WORDS, "enough": enough}
     notes = [] if enough else [
-        f"not enough held-out data to tell: the {summary['eval_split']} split holds {clips} clip(s) from "
+        f"not enough held-out data to tell: the {summary.get('eval_split', 'held-out')} split holds {clips} clip(s) from "
         f"{videos} video(s), {words} words; a verdict needs at least {MIN_EVAL_VIDEOS} videos and "
         f"{MIN_EVAL_WORDS} words (a bigger release, or more of it in that split)"]
     return evidence, notes
@@ -228,7 +228,7 @@ def summarize(scores: dict, cfg, summary: dict) -> dict:
         if f["ratio"] > OVERFIT_RATIO:
             notes.append(f"overfitting: the {k} model's loss per word token is {f['train_per_token']:.3f} on its "
                          f"training batches (last tenth of the steps) and {f['eval_per_token']:.3f} held out "
-                         f"({f['ratio']:.1f}x): it memorised its {summary['train_clips']} training clips more than "
+                         f"({f['ratio']:.1f}x): it memorised its {summary.get('train_clips', '')} training clips more than "
                          "it learnt from them (more data, or fewer steps)")
     return {
         "evidence": evidence, "verdict": evidence["enough"], "notes": notes, "fit": fit,
