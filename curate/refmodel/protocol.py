@@ -173,8 +173,8 @@ def _evidence(summary: dict) -> tuple[dict, list[str]]:
     evidence = {"eval_clips": clips, "eval_videos": videos, "eval_words": words, "min_videos": MIN_EVAL_VIDEOS,
                 "min_words": MIN_EVAL_WORDS, "enough": enough}
     notes = [] if enough else [
-        f"not enough held-out data to tell: the {summary.get('eval_split', 'held-out')} split holds {clips} clip(s) from "
-        f"{videos} video(s), {words} words; a verdict needs at least {MIN_EVAL_VIDEOS} videos and "
+        f"not enough held-out data to tell: the {summary.get('eval_split', 'held-out')} split holds "
+        f"{clips} clip(s) from {videos} video(s), {words} words; a verdict needs at least {MIN_EVAL_VIDEOS} videos and "
         f"{MIN_EVAL_WORDS} words (a bigger release, or more of it in that split)"]
     return evidence, notes
 
@@ -228,8 +228,8 @@ def summarize(scores: dict, cfg, summary: dict) -> dict:
         if f["ratio"] > OVERFIT_RATIO:
             notes.append(f"overfitting: the {k} model's loss per word token is {f['train_per_token']:.3f} on its "
                          f"training batches (last tenth of the steps) and {f['eval_per_token']:.3f} held out "
-                         f"({f['ratio']:.1f}x): it memorised its {summary.get('train_clips', '')} training clips more than "
-                         "it learnt from them (more data, or fewer steps)")
+                         f"({f['ratio']:.1f}x): it memorised its {summary.get('train_clips', '')} training clips "
+                         "more than it learnt from them (more data, or fewer steps)")
     return {
         "evidence": evidence, "verdict": evidence["enough"], "notes": notes, "fit": fit,
         "loss_per_word": loss, "gains": gains, "qa": qa,
