@@ -122,7 +122,6 @@ class LLMClient:
         """Send one chat completion (``model``, ``messages``, sampling, ``response_format``)."""
         import openai
 
-
         retrying = AsyncRetrying(retry=retry_if_exception(_retryable), stop=stop_after_attempt(self.max_retries + 1),
                                  wait=self._wait, before_sleep=self._before_sleep, reraise=True)
         try:
