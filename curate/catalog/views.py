@@ -3,7 +3,8 @@
 Views: ``<stage>`` (the newest fingerprint whose shards are all done, see
 ``Catalog.view_dir``), ``<stage>_all`` (every fingerprint, with an ``fp``
 column), a view per side table a stage wrote (e.g. ``frame_embeddings``),
-``runs`` (the run records), and the releases' tables (``release_clips``,
+``runs`` (the run records), ``reviews`` (curators' verdicts from `curate view`,
+reviews.py), and the releases' tables (``release_clips``,
 ``release_annotations``, ... for the latest; ``release_v1_clips``, ... per
 version). Only shards whose completion marker matches their file are
 visible, side tables' shards included: a half-written or stray file never is.
@@ -16,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import reviews
 from .compact import ViewFiles, subfolders, view_files
 from .layout import Catalog
 from .sql_text import ident, parquet_scan
 from .stage_dir import StageDir
+from .storage import is_object_path
 
 if TYPE_CHECKING:  # imported where a connection is made: `curate status` needs only the notices
     import duckdb
@@ -151,6 +154,8 @@ def open_catalog(catalog_root: Path, lazy: bool = False) -> CatalogViews:
     if runs:
         listed = ", ".join("'" + str(p).replace("'", "''") + "'" for p in runs)
         out.define("runs", f"SELECT * FROM read_json_auto([{listed}], union_by_name = true)")
+    if not is_object_path(catalog.root) and reviews.reviews_path(catalog.root).is_file():
+        out.define("reviews", reviews.table_sql(catalog.root))  # every verdict of `curate view`
     if not lazy:
         out.ensure()
     out.views += _release_views(con, catalog.root / "releases")
