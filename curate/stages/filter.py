@@ -55,7 +55,7 @@ class FilterParams(Params):
 
 class FilterStage(Stage):
     name = "filter"
-    version = "2"  # 2: time columns start_s/end_s (no SQL quoting), float64 word times
+    version = "3"  # 2: time columns start_s/end_s (no SQL quoting), float64 word times; 3: frames' sim
     Params = FilterParams
     inputs = ("segment",)
     input_key = "clip_id"
@@ -115,18 +115,20 @@ class FilterStage(Stage):
             emb = frame_emb[idx]
             mean_emb = emb.mean(0)
             mean_emb /= np.linalg.norm(mean_emb) or 1.0
+            has_text = bool((clip.get("text") or "").strip())
+            sims = emb @ texts[k] if has_text else None  # each frame against the clip's words
             side += [{"clip_id": clip["clip_id"], "video_id": clip["video_id"], "t": frames[i][1]["t"],
                       "path": frames[i][1]["path"], "embedding": frame_emb[i].astype(np.float16),
-                      "model": self.model_label, **status.ok()} for i in idx]
+                      "sim": float(sims[j]) if sims is not None else None,
+                      "model": self.model_label, **status.ok()} for j, i in enumerate(idx)]
             row = {**base, "embedding": mean_emb.astype(np.float16)}
             if titles is not None:
                 row["title_sim"] = float((emb @ titles[k]).mean())
-            if not (clip.get("text") or "").strip():
+            if not has_text:
                 verdict = (status.ok() if self.params.min_similarity is None
                            else status.filtered("filter.no_text", "the clip has no words to compare with"))
                 rows.append({**row, **verdict})
                 continue
-            sims = emb @ texts[k]
             row.update(sim_mean=float(sims.mean()), sim_max=float(sims.max()))
             rows.append({**row, **self._verdict(row)})
         self._write_side_table(side)
