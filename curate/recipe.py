@@ -57,6 +57,14 @@ class GateConfig(BaseModel):
     warnings_block: bool = False
 
 
+class ReviewConfig(BaseModel):
+    """``release.review``: what curators' verdicts (`curate view`, the ``reviews`` table) do."""
+
+    model_config = ConfigDict(extra="forbid")
+    drop_rejected: bool = Field(True, description="leave out clips whose latest verdict is reject")
+    only_reviewed: bool = Field(False, description="release only clips whose latest verdict is keep")
+
+
 class ReleaseConfig(BaseModel):
     """``release:``: what `curate release` builds from the recipe's tables."""
 
@@ -70,6 +78,7 @@ class ReleaseConfig(BaseModel):
     source_license: str | None = Field(None, description="licence of videos whose page states none")
     card: CardConfig = CardConfig()
     gate: GateConfig = GateConfig()
+    review: ReviewConfig = ReviewConfig()
     exports: list[Literal["stream", "sft"]] = ["stream", "sft"]
     stream_query: str = "Please comment on the video in real time."
     media: Literal["reference", "copy", "hardlink"] = "reference"

@@ -56,6 +56,11 @@ def cmd_release(args) -> int:
         err_console.print(styled(f"{args.fn_name}: the catalog {recipe.catalog} is in a bucket; releases are built "
                                  "from a catalog folder (copy it down first, e.g. aws s3 sync)", "red", ""))
         return EXIT_BAD_RECIPE
+    if getattr(args, "only_reviewed", False):  # the command line's word over the recipe's release.review
+        from ..recipe import ReleaseConfig
+
+        cfg = recipe.release or ReleaseConfig()
+        recipe.release = cfg.model_copy(update={"review": cfg.review.model_copy(update={"only_reviewed": True})})
     return release(recipe, args.version, console) if args.fn_name == "release" else qa(recipe, console)
 
 

@@ -102,6 +102,7 @@ def build_tables(recipe: Recipe, cfg: ReleaseConfig, tmp: Path) -> Build:
     con.execute("SET preserve_insertion_order = false")
     views = tables.stage_views(con, Catalog(recipe.catalog), fps, recipe.shards)
     splits.load_inputs(con, cfg)
+    tables.load_reviews(con, Catalog(recipe.catalog).root)
     tables.build_tables(con, views, fps, cfg)
     found = [r[0] for r in con.execute("SELECT DISTINCT split FROM work_splits ORDER BY 1").fetchall()]
     split_names = list(cfg.splits) + [s for s in found if s not in cfg.splits]
@@ -190,7 +191,8 @@ def _publish(recipe: Recipe, cfg: ReleaseConfig, b: Build, version: str, console
     text = card.render(front=front, name=recipe.name, version=version, release=cfg,
                        funnel=tables.funnel(con, b.views), split_rows=sizes, decontaminated=n_decon, plots=made,
                        recipe_yaml=recipe_text, fingerprints=b.fps, versions=_versions(catalog, b.fps),
-                       results=b.results, exports=written, absent_exports=absent, configs=b.configs)
+                       results=b.results, exports=written, absent_exports=absent, configs=b.configs,
+                       review=tables.review_summary(con), review_config=cfg.review)
     (tmp / "README.md").write_text(text)
     atomic_write_json(tmp / "qa_report.json", {"version": version, "checks": [r.as_dict() for r in b.results]})
     m = re.fullmatch(r"v(\d+)", version)

@@ -65,7 +65,8 @@ def _table(header: list[str], rows: list[list]) -> str:
 def render(*, front: dict, name: str, version: str, release, funnel: list[dict], split_rows: dict,
            decontaminated: int, plots: list[tuple[str, str]], recipe_yaml: str, fingerprints: dict,
            versions: dict, results: list, exports: dict[str, dict[str, int]], configs: dict,
-           absent_exports: dict[str, str] | None = None) -> str:
+           absent_exports: dict[str, str] | None = None, review: dict | None = None,
+           review_config=None) -> str:
     card = release.card
     out = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
     out += [f"# {card.pretty_name or name} ({version})", ""]
@@ -90,6 +91,7 @@ def render(*, front: dict, name: str, version: str, release, funnel: list[dict],
     if release.decontaminate is not None:
         out += [f"Decontamination: {decontaminated} video(s) of the list `{release.decontaminate.name}` were "
                 "found in the catalog and left out of every split.", ""]
+    out += review_section(review, review_config)
     out += ["## Plots", ""] + [f"![{cap}]({path})\n\n*{cap}*\n" for path, cap in plots]
     out += ["## Quality checks", "", "Every check in `qa_checks/` ran over this release's tables "
             "(zero offending rows = pass).", "",
@@ -128,6 +130,28 @@ def render(*, front: dict, name: str, version: str, release, funnel: list[dict],
             "Versions:", "", _table(["package", "version"], [[k, v] for k, v in versions.items()]), "",
             "The recipe as run:", "", "```yaml", recipe_yaml.rstrip(), "```", ""]
     return "\n".join(out)
+
+
+def review_section(review: dict | None, config) -> list[str]:
+    """What curators' verdicts (`curate view`) did to this release."""
+    out = ["## Human review", ""]
+    if not review or not (review["reviewed"] or review["removed"]):
+        return out + ["No clip of this release was reviewed (`curate view <catalog>` shows each clip with its "
+                      "video and words; its keep / reject verdicts go into the `reviews` table, and the next "
+                      "release follows them).", ""]
+    rule = []
+    if config is not None and config.drop_rejected:
+        rule.append("clips a curator rejected are left out")
+    if config is not None and config.only_reviewed:
+        rule.append("only clips a curator kept are released")
+    out += [f"{review['reviewed']} of the {review['candidates']} clips that passed every stage were reviewed: "
+            f"{review['kept']} kept, {review['rejected']} rejected. "
+            + (f"By `release.review`, {' and '.join(rule)}: {review['removed']} clip(s) removed." if rule
+               else "`release.review` keeps every clip whatever its verdict."), ""]
+    if review["reasons"]:
+        out += [_table(["verdict", "reason", "clips removed"],
+                       [[r["verdict"], r["reason"] or "(no reason given)", r["n"]] for r in review["reasons"]]), ""]
+    return out
 
 
 def parse_front_matter(text: str) -> dict:

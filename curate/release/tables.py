@@ -14,6 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from .. import __version__
+from ..catalog import reviews
 from ..catalog.layout import Catalog
 from ..catalog.sql_text import ident, parquet_scan
 from ..paths import schema_path
@@ -54,6 +55,13 @@ def stage_views(con: duckdb.DuckDBPyConnection, catalog: Catalog, fps: dict[str,
     return views
 
 
+def load_reviews(con: duckdb.DuckDBPyConnection, catalog_root: Path) -> None:
+    """``review_latest``: each reviewed clip's verdict in force, copied into the work database
+    (a review written while the release builds is in the next release, never half in this one)."""
+    con.execute(f"CREATE OR REPLACE TABLE reviews AS {reviews.table_sql(catalog_root)}")
+    con.execute(f"CREATE OR REPLACE TABLE review_latest AS {reviews.latest_sql('reviews')}")
+
+
 def _lit(value) -> str:
     if value is None:
         return "NULL"
@@ -87,8 +95,20 @@ def build_tables(con: duckdb.DuckDBPyConnection, views: list[str], fps: dict[str
     prefix = "" if release.media != "reference" else "../../"
     fingerprints = "{" + ", ".join(f"'{s}': {_lit(fps.get(s))}::VARCHAR" for s in STAGES) + "}"
     con.execute(f"""
-        CREATE OR REPLACE TABLE kept AS
+        CREATE OR REPLACE TABLE candidates AS
         SELECT s.*, {f_cols}, {d_col}, {q_cols} FROM segment s {' '.join(joins)} WHERE {' AND '.join(where)}""")
+    # What curators' verdicts remove (release.review): the funnel and the card count them.
+    review_cond = ["FALSE"]
+    if release.review.drop_rejected:
+        review_cond.append("v.verdict = 'reject'")
+    if release.review.only_reviewed:
+        review_cond.append("v.verdict IS DISTINCT FROM 'keep'")
+    con.execute(f"""
+        CREATE OR REPLACE TABLE review_removed AS
+        SELECT c.clip_id, c.video_id, coalesce(v.verdict, 'not reviewed') AS verdict, v.reason, v.who
+        FROM candidates c LEFT JOIN review_latest v ON v.clip_id = c.clip_id WHERE {' OR '.join(review_cond)}""")
+    con.execute("CREATE OR REPLACE TABLE kept AS SELECT * FROM candidates "
+                "WHERE clip_id NOT IN (SELECT clip_id FROM review_removed)")
     con.execute(f"""
         CREATE OR REPLACE TABLE work_splits AS
         WITH videos AS (SELECT DISTINCT video_id FROM kept)
@@ -208,6 +228,10 @@ def funnel(con: duckdb.DuckDBPyConnection, views: list[str]) -> list[dict]:
         steps.append(("deduplicated", "clips", counts["dedup"]["ok"], codes("dedup")))
     if "quality" in counts:
         steps.append(("kept by quality (LM loss, language)", "clips", counts["quality"]["ok"], codes("quality")))
+    review = review_summary(con)
+    if review["reviewed"] or review["removed"]:
+        reasons = ", ".join(f"{r['verdict']}: {r['reason'] or 'no reason given'} ({r['n']})" for r in review["reasons"][:3])
+        steps.append(("kept by curators' review", "clips", review["candidates"] - review["removed"], reasons))
     n_decon = con.execute("SELECT count(*) FROM decontaminated").fetchall()[0][0]
     released = con.execute("SELECT count(DISTINCT clip_id), count(DISTINCT video_id) FROM work_clips").fetchall()[0]
     steps.append(("released (after decontamination)", "clips", released[0],
@@ -216,6 +240,20 @@ def funnel(con: duckdb.DuckDBPyConnection, views: list[str]) -> list[dict]:
         annotated = con.execute("SELECT count(DISTINCT clip_id) FROM work_annotations").fetchall()[0][0]
         steps.append(("annotated (>= 1 ok task)", "clips", annotated, codes("annotate")))
     return [{"step": s, "unit": u, "count": int(n), "top_reasons": r} for s, u, n, r in steps]
+
+
+def review_summary(con: duckdb.DuckDBPyConnection) -> dict:
+    """Of the clips that reached the release: how many were reviewed, kept, rejected, and what
+    the review removed, by verdict and reason."""
+    n = con.execute("""SELECT count(*), count(v.clip_id), count(*) FILTER (WHERE v.verdict = 'keep'),
+                              count(*) FILTER (WHERE v.verdict = 'reject')
+                       FROM candidates c LEFT JOIN review_latest v ON v.clip_id = c.clip_id""").fetchall()[0]
+    removed = con.execute("SELECT count(*) FROM review_removed").fetchall()[0][0]
+    reasons = [{"verdict": v, "reason": r, "n": k} for v, r, k in con.execute(
+        "SELECT verdict, reason, count(*) AS n FROM review_removed GROUP BY ALL ORDER BY n DESC, verdict, reason"
+    ).fetchall()]
+    return {"candidates": n[0], "reviewed": n[1], "kept": n[2], "rejected": n[3], "removed": removed,
+            "reasons": reasons}
 
 
 def split_sizes(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
