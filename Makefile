@@ -4,7 +4,8 @@
 demo: setup
 	.venv/bin/curate demo
 
-test: setup
+test:
+	@bash scripts/setup.sh --with-browser
 	.venv/bin/python -m pytest
 
 setup:

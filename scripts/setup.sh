@@ -9,11 +9,21 @@ need_tools=()
 for tool in ffmpeg ffprobe espeak-ng; do
   command -v "$tool" >/dev/null 2>&1 || need_tools+=("$tool")
 done
+# --with-browser (make test): chromium too, the browser `curate view`'s tests drive through
+# Playwright (which cannot download its own here). Without it those tests skip, and say why.
+if [ "${1:-}" = --with-browser ] && ! command -v chromium >/dev/null 2>&1; then
+  need_tools+=(chromium)
+fi
 if ((${#need_tools[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "==> installing system tools: ffmpeg espeak-ng (apt-get)"
+    packages="ffmpeg espeak-ng"
+    [[ " ${need_tools[*]} " == *" chromium "* ]] && packages="$packages chromium"
+    echo "==> installing system tools: $packages (apt-get)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg espeak-ng >/dev/null
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages >/dev/null
+  elif [ "${need_tools[*]}" = chromium ]; then
+    echo "==> no chromium: curate view's browser tests will skip (sudo apt-get install chromium to run them)"
   else
     echo "!! missing system tools: ${need_tools[*]}" >&2
     echo "!! install them (e.g. 'sudo apt-get install ffmpeg espeak-ng' or 'brew install ffmpeg espeak-ng') and rerun" >&2

@@ -9,7 +9,7 @@ from ..console import EXIT_BAD_RECIPE, EXIT_ERRORS, EXIT_OK, console, err_consol
 from .recipe_commands import load_recipe_or_exit
 
 
-def _catalog_root(arg: str) -> Path:
+def catalog_root(arg: str) -> Path:
     """A catalog folder, an object URL (s3://bucket/prefix), or a recipe whose catalog is meant."""
     from ..catalog.storage import ObjectPath, is_object_url
 
@@ -34,7 +34,7 @@ def cmd_sql(args) -> int:
     from ..catalog.views import open_catalog
     from .sql_errors import error_line
 
-    opened = open_catalog(_catalog_root(args.catalog), lazy=True)  # views made as queries name them
+    opened = open_catalog(catalog_root(args.catalog), lazy=True)  # views made as queries name them
     con = opened.con
     if args.command and args.query:
         err_console.print("give the query once: as the argument after the catalog, or with -c")
@@ -72,7 +72,7 @@ def cmd_status(args) -> int:
     from ..run.summary import STATUSES
     from ..catalog.views import view_notices
 
-    catalog = Catalog(_catalog_root(args.catalog))
+    catalog = Catalog(catalog_root(args.catalog))
     runs = catalog.runs()
     last = runs[-1] if runs else {}
     # Fits 80 columns without cutting a fingerprint (people copy them).
@@ -129,7 +129,7 @@ def cmd_verify(args) -> int:
 
     if (Path(args.catalog) / "manifest.json").is_file():  # a release folder
         return _verify_release(Path(args.catalog))
-    catalog = Catalog(_catalog_root(args.catalog))
+    catalog = Catalog(catalog_root(args.catalog))
     checked, bad = catalog.verify(repair=args.repair)
     for sd, shard in bad:
         console.print(f"{sd.stage} fp={sd.fingerprint} shard {shard}: the file does not match its marker"

@@ -10,6 +10,7 @@ from ..console import EXIT_INTERRUPTED, err_console
 from .catalog_commands import cmd_sql, cmd_status, cmd_verify
 from .demo_commands import cmd_demo, cmd_demo_serve, cmd_llm_serve
 from .recipe_commands import cmd_check, cmd_release, cmd_run, cmd_validate
+from .view_commands import cmd_view
 
 
 def _version() -> str:
@@ -67,12 +68,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repair", action="store_true", help="remove the markers of mismatched shards (a run redoes them)")
     p.set_defaults(fn=cmd_verify)
 
+    p = sub.add_parser("view", help="look at a catalog in the browser: funnel, clips, one clip with its video and "
+                                    "words, failures; review clips (keep/reject)")
+    p.add_argument("catalog", help="catalog folder, its recipe, or a release folder (its splits are shown)")
+    p.add_argument("--port", type=int, default=8766, help="port (default 8766; 0: any free port)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to serve on (default loopback; any other "
+                                                       "needs the printed token)")
+    p.add_argument("--release", default=None, help="the release whose splits the clips show (default: the newest)")
+    p.add_argument("--reviewer", default=None, help="name stored with each review (default: $CURATE_REVIEWER, "
+                                                    "else the login name)")
+    p.set_defaults(fn=cmd_view)
+
     for name, text in (("release", "build the next release of the recipe's catalog (tables, exports, card)"),
                        ("qa", "run qa_checks/ over the recipe's current tables (the release gate, alone)")):
         p = sub.add_parser(name, help=text)
         p.add_argument("recipe")
         if name == "release":
             p.add_argument("--version", default=None, help="version name (default: the next vN)")
+            p.add_argument("--only-reviewed", action="store_true", help="release only clips a curator kept in "
+                           "`curate view` (release.review.only_reviewed)")
         p.set_defaults(fn=cmd_release, fn_name=name)
 
     p = sub.add_parser("validate", help="train the reference model on a release: do its frames teach its words?")

@@ -44,6 +44,7 @@ class DemoSite:
     ``directories`` are searched in order for ``<name>.mp4`` (or ``.mkv``,
     ``.webm``, ``.mpg``; + optional ``<name>.en.vtt``); more can be added with :meth:`add_directory`.
     ``hits`` counts requests per path (thread-safe reads via :meth:`hit_count`).
+    ``titles`` gives a page another title (escaped in the page, so a crawler reads it as written).
     """
 
     def __init__(
@@ -53,7 +54,9 @@ class DemoSite:
         port: int = 0,
         flaky_failures: int = 1,
         retry_after_s: int = 1,
+        titles: dict[str, str] | None = None,
     ) -> None:
+        self.titles = dict(titles or {})  # name -> a page title other than "Demo video <name>" (any text)
         self.directories: list[Path] = [Path(d) for d in (directories or [DEMO_DATA])]
         self.flaky_failures = flaky_failures
         self.retry_after_s = retry_after_s
@@ -158,7 +161,7 @@ class DemoSite:
                 return None
             ext = video.suffix.lstrip(".")
         has_captions = name in ("corrupt", "flaky") or self.find_file(name, "en.vtt") is not None
-        title = html.escape(f"Demo video {name}")
+        title = html.escape(self.titles.get(name, f"Demo video {name}"))
         track = (
             f'    <track kind="captions" srclang="en" label="English" src="/media/{name}.en.vtt">\n'
             if has_captions
