@@ -29,13 +29,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 GOAL_MS = 300.0
-FILTER = "sim_mean > 0.5 AND words_per_second > 2"
+# Half the synthetic clips match (its scores are constant: the video ids spread the rows).
+FILTER = "sim_mean > 0.2 AND video_id >= 'v0050000'"
 
 
 def pages(clip_id: str) -> dict[str, str]:
     return {"overview": "/",
             "clips (first page)": "/clips",
-            "clips (filter, sorted)": "/clips?" + urllib.parse.urlencode({"where": FILTER, "sort": "sim_mean",
+            "clips (filter, sorted)": "/clips?" + urllib.parse.urlencode({"where": FILTER, "sort": "start_s",
                                                                           "desc": "1"}),
             "clip page": "/clip/" + urllib.parse.quote(clip_id, safe="")}
 
@@ -45,13 +46,12 @@ def baselines(catalog: Path, clip_id: str) -> dict[str, list[str]]:
     lit = "'" + clip_id.replace("'", "''") + "'"
     per_stage = [f"SELECT status, count(*) FROM {s} GROUP BY 1" for s in
                  ("crawl", "transcribe", "segment", "filter", "dedup")]
-    join = ("SELECT s.clip_id, s.words_per_second, f.sim_mean, d.duplicate_of FROM segment s "
+    join = ("SELECT s.clip_id, s.video_id, s.start_s, s.words_per_second, f.sim_mean, d.duplicate_of FROM segment s "
             "LEFT JOIN filter f USING (clip_id) LEFT JOIN dedup d USING (clip_id)")
     return {"overview": per_stage,
             "clips (first page)": [f"SELECT count(*) FROM ({join})", f"{join} ORDER BY s.clip_id LIMIT 50"],
-            "clips (filter, sorted)": [f"SELECT count(*) FROM ({join}) WHERE sim_mean > 0.5 AND words_per_second > 2",
-                                       f"SELECT * FROM ({join}) WHERE sim_mean > 0.5 AND words_per_second > 2 "
-                                       "ORDER BY sim_mean DESC LIMIT 50"],
+            "clips (filter, sorted)": [f"SELECT count(*) FROM ({join}) WHERE {FILTER}",
+                                       f"SELECT * FROM ({join}) WHERE {FILTER} ORDER BY start_s DESC LIMIT 50"],
             "clip page": [f"SELECT * FROM segment WHERE clip_id = {lit}", f"SELECT * FROM filter WHERE clip_id = {lit}",
                           f"SELECT * FROM crawl WHERE video_id = (SELECT video_id FROM segment WHERE clip_id = {lit})"]}
 
@@ -71,6 +71,13 @@ def fetch(url: str) -> None:
         body = resp.read()
         if resp.status != 200 or b'id="filter-error"' in body:
             raise SystemExit(f"{url}: status {resp.status} or the filter's error on the page")
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def main() -> None:
@@ -118,11 +125,13 @@ def main() -> None:
             base_ms = median_ms(lambda: [con.sql(q).fetchall() for q in baselines(catalog, clip_id)[name]],
                                 args.repeat)
             rows.append((name, page_ms, base_ms))
+        peak_mb = _peak_rss_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
         if not args.dir:
             shutil.rmtree(folder, ignore_errors=True)
+    print(f"curate view's peak memory: {peak_mb:.0f} MB (the views, and the clips' scores in one table)\n")
     print(f"{'page':<24} {'page ms':>9} {'its queries in duckdb ms':>25} {'ratio':>7}  goal < {GOAL_MS:.0f} ms")
     for name, page_ms, base_ms in rows:
         print(f"{name:<24} {page_ms:>9.1f} {base_ms:>25.1f} {page_ms / base_ms:>6.2f}x  "

@@ -203,6 +203,38 @@ def test_a_reject_click_is_a_row_curate_sql_sees_and_the_next_release_lacks_the_
     assert re.search(r"2 of the \d+ clips that passed every stage were reviewed: 1 kept, 1 rejected", card), card
     assert "| reject | words do not match the frames | 1 |" in card
     assert "kept by curators' review" in card
+    # Told to keep only reviewed clips, the next release is the one clip a curator kept.
+    out = run_cli("release", str(doc_recipe), "--only-reviewed", timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert [r["clip_id"] for r in sql(copy, "SELECT clip_id FROM release_v2_clips")] == [other]
+    # A release folder given to curate view: the clips show that release's splits.
+    v = Viewer(str(copy / "releases" / "v1"))
+    try:
+        code, _, body = v.get("/clips?where=" + urllib.parse.quote("split IS NOT NULL"))
+        assert code == 200 and f"<b>{len(ids)}</b> clip(s) match".encode() in body
+        assert b"split is from release v1" in body
+    finally:
+        v.close()
+
+
+def test_a_video_the_browser_cannot_play_says_so_and_shows_its_frames(demo_catalog, browser, tmp_path):
+    copy = tmp_path / "catalog"
+    shutil.copytree(demo_catalog[1], copy)
+    clip = spoken_clip(copy)
+    video = sql(copy, f"SELECT video_path FROM crawl WHERE video_id = (SELECT video_id FROM segment "
+                      f"WHERE clip_id = '{clip['clip_id']}')")[0]["video_path"]
+    (copy / video).write_bytes(b"\x00" * 4096)  # not a video any browser decodes
+    v = Viewer(str(copy))
+    try:
+        context = browser.new_context()
+        pg = context.new_page()
+        pg.goto(f"{v.base}/clip/{urllib.parse.quote(clip['clip_id'], safe='')}")
+        pg.wait_for_selector("#video-message:not(.hidden)", timeout=30_000)
+        assert "cannot play" in pg.inner_text("#video-message")
+        assert pg.locator(".frames img").count() > 0
+        context.close()
+    finally:
+        v.close()
 
 
 def test_a_title_holding_html_is_shown_as_text_and_never_runs(viewer, demo_catalog, page):
@@ -353,6 +385,54 @@ def test_an_empty_catalog_a_missing_video_mid_run_and_no_annotations_each_say_so
         assert v.get("/clip/no-such-clip")[0] == 404
     finally:
         v.close()
+
+
+# ------------------------------------------------------------------ the reviews table
+
+def _append_many(root: str, writer: str, n: int) -> None:
+    from curate.catalog.reviews import append_review
+
+    for i in range(n):
+        append_review(Path(root), f"clip-{i % 10}", "reject" if i % 2 else "keep", f"{writer} {i}", writer)
+
+
+def test_two_writers_append_every_verdict_whole_and_the_latest_is_in_force(tmp_path):
+    import multiprocessing
+
+    from curate.catalog.reviews import latest_sql, reviews_path
+
+    (tmp_path / "stages").mkdir()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_append_many, args=(str(tmp_path), w, 200)) for w in ("tab-a", "tab-b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    lines = reviews_path(tmp_path).read_text().splitlines()
+    assert len(lines) == 400 and all(json.loads(line)["verdict"] in ("keep", "reject") for line in lines)
+    rows = sql(tmp_path, "SELECT count(*) AS n, count(DISTINCT review_id) AS ids FROM reviews")
+    assert rows == [{"n": 400, "ids": 400}]
+    # The verdict in force is each clip's last line written.
+    last = {}
+    for line in lines:
+        row = json.loads(line)
+        last[row["clip_id"]] = (row["verdict"], row["reason"])
+    got = sql(tmp_path, f"SELECT clip_id, verdict, reason FROM ({latest_sql()}) ORDER BY clip_id")
+    assert {r["clip_id"]: (r["verdict"], r["reason"]) for r in got} == last
+
+
+def test_a_line_cut_short_by_a_crash_loses_only_itself(tmp_path):
+    from curate.catalog.reviews import append_review, reviews_path
+
+    (tmp_path / "stages").mkdir()
+    append_review(tmp_path, "a", "keep", None, "me")
+    with open(reviews_path(tmp_path), "a") as f:
+        f.write('{"review_id": "x", "clip_id": "b", "verd')  # killed mid-write
+    assert sql(tmp_path, "SELECT clip_id, verdict FROM reviews") == [{"clip_id": "a", "verdict": "keep"}]
+    append_review(tmp_path, "c", "reject", "after the crash", "me")  # on a line of its own
+    assert sql(tmp_path, "SELECT clip_id, verdict FROM reviews ORDER BY clip_id") == [
+        {"clip_id": "a", "verdict": "keep"}, {"clip_id": "c", "verdict": "reject"}]
 
 
 # ------------------------------------------------------------------ the terminal

@@ -42,9 +42,12 @@ def append_review(catalog_root: Path, clip_id: str, verdict: str, reason: str | 
     path = reviews_path(catalog_root)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(row, ensure_ascii=False) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":  # a line cut short by a crash: it stays alone
+            line = b"\n" + line
         os.write(fd, line)
         os.fsync(fd)
     finally:

@@ -83,10 +83,11 @@ def create_app(root: Path, release: str | None = None, token: str = "", reviewer
                require_token: bool = False) -> Starlette:
     """``token`` guards every review (and every request when ``require_token``)."""
     data = CatalogData(root, release)
+    label = str(root)  # as the user gave it (the header shows it; no resolved machine path)
     env = _templates()
 
     def page(request: Request, template: str, status_code: int = 200, **ctx) -> HTMLResponse:
-        body = env.get_template(template).render(token=token, catalog=str(data.root), path=request.url.path, **ctx)
+        body = env.get_template(template).render(token=token, catalog=label, path=request.url.path, **ctx)
         return HTMLResponse(body, status_code=status_code)
 
     def message(request: Request, title: str, text: str, status_code: int = 200) -> HTMLResponse:

@@ -98,7 +98,9 @@ def clip_detail(data: CatalogData, clip_id: str) -> dict | None:
     if not rows:
         return None
     clip = rows[0]
-    seg = run(cur, "SELECT words, frames, previous, text, cuts FROM segment WHERE clip_id = ?", [clip_id])[0]
+    where = run(cur, "SELECT _file, _row FROM clip_scores WHERE clip_id = ?", [clip_id])[0]
+    seg = run(cur, f"SELECT words, frames, previous, text FROM read_parquet({_lit(where['_file'])}, "
+                   "file_row_number = true) WHERE file_row_number = ?", [where["_row"]])[0]
     video = {}
     if "crawl" in opened.views:
         found = run(cur, "SELECT video_path, source_url, license, fetched_at, title, channel, upload_date, "
@@ -119,23 +121,13 @@ def clip_detail(data: CatalogData, clip_id: str) -> dict | None:
                           [clip_id])
         for a in annotations:
             a["pretty"] = _pretty_json(a.get("output"))
-    models = {}
-    for stage, col in (("transcribe", "model"), ("filter", "model"), ("quality", "lm_model")):
-        if stage in opened.views:
-            key = "video_id" if stage == "transcribe" else "clip_id"
-            got = run(cur, f"SELECT {col} AS m FROM {ident(stage)} WHERE {key} = ?",
-                      [clip["video_id"] if stage == "transcribe" else clip_id])
-            if got and got[0]["m"]:
-                models[stage] = got[0]["m"]
+    models = {"filter": clip.get("clip_model"), "quality": clip.get("lm_model")}
     if "transcribe" in opened.views:
-        got = run(cur, "SELECT model_version FROM transcribe WHERE video_id = ?", [clip["video_id"]])
-        if got and got[0]["model_version"]:
-            models["transcribe version"] = got[0]["model_version"]
-    fingerprints = {}
-    for stage in PIPELINE:
-        shown, _ = Catalog(data.root).view_dir(stage)
-        if shown is not None:
-            fingerprints[stage] = shown.fingerprint
+        got = run(cur, "SELECT model, model_version FROM transcribe WHERE video_id = ?", [clip["video_id"]])
+        if got:
+            models |= {"transcribe": got[0]["model"], "transcribe version": got[0]["model_version"]}
+    models = {stage: m for stage, m in models.items() if m}
+    fingerprints = opened.fingerprints
     history = run(cur, "SELECT verdict, reason, who, reviewed_at FROM reviews WHERE clip_id = ? "
                        "ORDER BY reviewed_at DESC, review_id DESC", [clip_id])
     words = [{"start_s": w["start_s"], "end_s": w["end_s"], "text": w["text"]} for w in seg["words"] or []]
@@ -174,6 +166,10 @@ def failures(data: CatalogData, stage: str | None, code: str | None, limit: int 
         for e in g["examples"]:
             e["source_url"] = urls.get(e.get("video_id"))
     return {"groups": groups, "stage": stage, "code": code, "notices": opened.notices}
+
+
+def _lit(text: str) -> str:
+    return "'" + str(text).replace("'", "''") + "'"
 
 
 def _pretty_json(text: str | None) -> str | None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+import signal
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,4 +47,11 @@ def serve(root: Path, host: str, port: int, release: str | None, reviewer: str,
     url = f"http://{shown_host}:{sock.getsockname()[1]}/"
     announce(url + (f"?token={token}" if exposed else ""))
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-    uvicorn.Server(config).run(sockets=[sock])
+    # uvicorn stops gracefully on SIGTERM, then raises it again: exit by SystemExit then, so the
+    # clean-up below runs (a plain SIGTERM would end the process first).
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        app.state.data.close()  # its temp folder (the clips' table) goes with it
