@@ -207,6 +207,25 @@ def test_a_reject_click_is_a_row_curate_sql_sees_and_the_next_release_lacks_the_
     out = run_cli("release", str(doc_recipe), "--only-reviewed", timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert [r["clip_id"] for r in sql(copy, "SELECT clip_id FROM release_v2_clips")] == [other]
+    # v2's diff names every clip it lost, and why: v1's clips no curator kept.
+    v2 = copy / "releases" / "v2"
+    doc = json.loads((v2 / "diff.json").read_text())
+    assert doc["base"] == "v1" and doc["added"] == [] and not doc["moved"]
+    assert sorted(r["clip_id"] for r in doc["removed"]) == sorted(ids - {other})
+    assert {(r["stage"], r["reason"]) for r in doc["removed"]} == {("review", "verdict not reviewed")}
+    assert sum(c["removed"] for c in doc["clips"].values()) == len(ids) - 1
+    card2 = (v2 / "README.md").read_text()
+    assert "## Changes since v1" in card2 and "| review | verdict not reviewed |" in card2
+    assert (v2 / "plots" / "diff_scores.png").is_file() and (v2 / "funnel.json").is_file()
+    out = run_cli("diff", str(copy), "v1", "v2")
+    assert out.returncode == 0 and "## Changes since v1" in out.stdout and "verdict not reviewed" in out.stdout
+    out = run_cli("diff", str(copy), "v1", "v1")  # a release against itself: nothing changed
+    assert out.returncode == 0 and "The same clips, splits and annotations as v1." in out.stdout, out.stdout
+    out = run_cli("diff", str(copy), "v1", "v1", "--json")
+    same = json.loads(out.stdout)
+    assert (same["added"], same["removed"], same["moved"]) == ([], [], [])
+    assert all(a["added"] == a["removed"] == a["changed"] == 0 for a in same["annotations"])
+    assert run_cli("diff", str(copy), "v1", "v9").returncode == 2
     # A release folder given to curate view: the clips show that release's splits.
     v = Viewer(str(copy / "releases" / "v1"))
     try:

@@ -155,3 +155,23 @@ def _verify_release(release: Path) -> int:
     console.print(f"{checked} release file(s) checked against their manifests, {len(problems)} problem(s)",
                   highlight=False)
     return EXIT_ERRORS if problems else EXIT_OK
+
+
+def cmd_diff(args) -> int:
+    import json
+
+    from ..release import diff
+
+    root = catalog_root(args.catalog)
+    folders = [root / "releases" / name for name in (args.old, args.new)]
+    for folder in folders:
+        if not (folder / "manifest.json").is_file():
+            err_console.print(styled(f"no release {folder.name!r} in {root}", "red", " (its releases/ folder has "
+                                     "no such version)"), highlight=False)
+            return EXIT_BAD_RECIPE
+    doc = diff.between(*folders)
+    if args.json:
+        console.print_json(json.dumps(doc, default=str))
+    else:
+        console.print("\n".join(diff.card_section(doc, None)), markup=False, highlight=False, soft_wrap=True)
+    return EXIT_OK

@@ -7,7 +7,7 @@ import argparse
 import logging
 
 from ..console import EXIT_INTERRUPTED, err_console
-from .catalog_commands import cmd_sql, cmd_status, cmd_verify
+from .catalog_commands import cmd_diff, cmd_sql, cmd_status, cmd_verify
 from .demo_commands import cmd_demo, cmd_demo_serve, cmd_llm_serve
 from .recipe_commands import cmd_check, cmd_release, cmd_run, cmd_validate
 from .view_commands import cmd_view
@@ -67,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("catalog", help="catalog folder (or its recipe), or a release folder")
     p.add_argument("--repair", action="store_true", help="remove the markers of mismatched shards (a run redoes them)")
     p.set_defaults(fn=cmd_verify)
+
+    p = sub.add_parser("diff", help="what release NEW changed against OLD: clips added and removed (and why), "
+                                    "splits, annotations, funnel, validation")
+    p.add_argument("catalog", help="catalog folder (or its recipe)")
+    p.add_argument("old")
+    p.add_argument("new")
+    p.add_argument("--json", action="store_true", help="the whole diff as JSON (every clip, as diff.json holds it)")
+    p.set_defaults(fn=cmd_diff)
 
     p = sub.add_parser("view", help="look at a catalog in the browser: funnel, clips, one clip with its video and "
                                     "words, failures; review clips (keep/reject)")

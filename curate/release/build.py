@@ -34,7 +34,7 @@ from ..catalog.layout import Catalog
 from ..catalog.files import atomic_write_json, sha256_file
 from ..console import styled
 from ..recipe import Recipe, ReleaseConfig
-from . import card, croissant, exports, gate, plots, splits, tables
+from . import card, croissant, diff, exports, gate, plots, splits, tables
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -180,6 +180,23 @@ def _publish(recipe: Recipe, cfg: ReleaseConfig, b: Build, version: str, console
     min_sim = (recipe.stage_params().get("filter") and getattr(recipe.stages.filter, "min_similarity", None))
     with b.timed("plots"):
         made = plots.make_plots(con, tmp, b.views, min_sim, cfg.gate.words_per_second)
+    funnel = tables.funnel(con, b.views)
+    atomic_write_json(tmp / diff.FUNNEL, funnel)
+    changes = []
+    previous = diff.previous_release(catalog.root / "releases", version)
+    if previous is not None:  # what this version changed, with the reason for each clip it lost
+        with b.timed("diff"):
+            diff.load_clips(con, previous, "old_clips")
+            con.execute("CREATE OR REPLACE TABLE new_clips AS SELECT clip_id, video_id, split, "
+                        + ", ".join(c for c, _ in diff.SCORES) + " FROM work_clips")
+            diff.removal_reasons(con, b.views)
+            doc = diff.compare(con, previous, version, "SELECT annotation_id, task, md5(output) AS output_md5 "
+                                                       "FROM work_annotations")
+            doc["funnel"]["after"] = funnel
+            plot = "plots/diff_scores.png"
+            drawn = diff.plot_scores(con, tmp / plot, previous.name, version)
+            atomic_write_json(tmp / diff.DIFF, doc)
+            changes = diff.card_section(doc, plot if drawn else None)
     schemas = {c: pq.read_schema(tmp / next(iter(by.values()))[0]) for c, by in b.configs.items()}
     sizes = _sizes(tmp, b.configs)
     total = sum(v["rows"] for v in sizes.get("clips", {}).values())
@@ -189,10 +206,10 @@ def _publish(recipe: Recipe, cfg: ReleaseConfig, b: Build, version: str, console
                    else yaml.safe_dump(recipe.model_dump(mode="json", by_alias=True, exclude={"path"})))
     (tmp / "recipe.yaml").write_text(recipe_text)
     text = card.render(front=front, name=recipe.name, version=version, release=cfg,
-                       funnel=tables.funnel(con, b.views), split_rows=sizes, decontaminated=n_decon, plots=made,
+                       funnel=funnel, split_rows=sizes, decontaminated=n_decon, plots=made,
                        recipe_yaml=recipe_text, fingerprints=b.fps, versions=_versions(catalog, b.fps),
                        results=b.results, exports=written, absent_exports=absent, configs=b.configs,
-                       review=tables.review_summary(con), review_config=cfg.review)
+                       review=tables.review_summary(con), review_config=cfg.review, changes=changes)
     (tmp / "README.md").write_text(text)
     atomic_write_json(tmp / "qa_report.json", {"version": version, "checks": [r.as_dict() for r in b.results]})
     m = re.fullmatch(r"v(\d+)", version)

@@ -56,7 +56,7 @@ def front_matter(release, name: str, configs: dict[str, dict[str, list[str]]], s
     return doc
 
 
-def _table(header: list[str], rows: list[list]) -> str:
+def table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in r) + " |" for r in rows]
     return "\n".join(lines)
@@ -66,7 +66,7 @@ def render(*, front: dict, name: str, version: str, release, funnel: list[dict],
            decontaminated: int, plots: list[tuple[str, str]], recipe_yaml: str, fingerprints: dict,
            versions: dict, results: list, exports: dict[str, dict[str, int]], configs: dict,
            absent_exports: dict[str, str] | None = None, review: dict | None = None,
-           review_config=None) -> str:
+           review_config=None, changes: list[str] | None = None) -> str:
     card = release.card
     out = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
     out += [f"# {card.pretty_name or name} ({version})", ""]
@@ -75,27 +75,28 @@ def render(*, front: dict, name: str, version: str, release, funnel: list[dict],
     out += [f"Built by curate {versions.get('curate', '')} from the catalog `{name}`: "
             "web videos with word-timed speech, cut into LiveCC-style clips, scored and deduplicated. "
             "Every number below was computed from the release's own tables.", ""]
-    out += ["## Contents", "", _table(["config", "split", "rows", "files"], [
+    out += ["## Contents", "", table(["config", "split", "rows", "files"], [
         [c, s, split_rows[c][s]["rows"], len(files)] for c, by in configs.items() for s, files in by.items()]), ""]
     if exports:
         out += ["Training exports (`exports/<name>/<split>.jsonl`, last line = byte offset of every record):", "",
-                _table(["export", "split", "records"], [[e, s, n] for e, by in exports.items() for s, n in by.items()]),
+                table(["export", "split", "records"], [[e, s, n] for e, by in exports.items() for s, n in by.items()]),
                 ""]
     for export, why in (absent_exports or {}).items():
         out += [f"The recipe asks for the `{export}` export (`release.exports`); it is not in this release: {why}.",
                 ""]
     out += ["## Funnel", "", "From the videos the recipe listed to the released clips; reasons are the most "
             "frequent codes of the rows a step dropped or failed.", "",
-            _table(["step", "count", "unit", "top reasons"],
+            table(["step", "count", "unit", "top reasons"],
                    [[f["step"], f["count"], f["unit"], f["top_reasons"]] for f in funnel]), ""]
     if release.decontaminate is not None:
         out += [f"Decontamination: {decontaminated} video(s) of the list `{release.decontaminate.name}` were "
                 "found in the catalog and left out of every split.", ""]
     out += review_section(review, review_config)
+    out += changes or []
     out += ["## Plots", ""] + [f"![{cap}]({path})\n\n*{cap}*\n" for path, cap in plots]
     out += ["## Quality checks", "", "Every check in `qa_checks/` ran over this release's tables "
             "(zero offending rows = pass).", "",
-            _table(["check", "severity", "result", "meaning"],
+            table(["check", "severity", "result", "meaning"],
                    [[r.check.name, r.check.severity,
                      "pass" if r.passed else (f"error: {r.error}" if r.error else f"{r.count} row(s)"),
                      r.check.meaning] for r in results]), ""]
@@ -126,8 +127,8 @@ def render(*, front: dict, name: str, version: str, release, funnel: list[dict],
     if card.citation:
         out += ["## Citation", "", "```", card.citation.strip(), "```", ""]
     out += ["## Provenance", "", "Stage fingerprints (the tables this release was built from):", "",
-            _table(["stage", "fingerprint"], [[s, f] for s, f in fingerprints.items()]), "",
-            "Versions:", "", _table(["package", "version"], [[k, v] for k, v in versions.items()]), "",
+            table(["stage", "fingerprint"], [[s, f] for s, f in fingerprints.items()]), "",
+            "Versions:", "", table(["package", "version"], [[k, v] for k, v in versions.items()]), "",
             "The recipe as run:", "", "```yaml", recipe_yaml.rstrip(), "```", ""]
     return "\n".join(out)
 
@@ -149,7 +150,7 @@ def review_section(review: dict | None, config) -> list[str]:
             + (f"By `release.review`, {' and '.join(rule)}: {review['removed']} clip(s) removed." if rule
                else "`release.review` keeps every clip whatever its verdict."), ""]
     if review["reasons"]:
-        out += [_table(["verdict", "reason", "clips removed"],
+        out += [table(["verdict", "reason", "clips removed"],
                        [[r["verdict"], r["reason"] or "(no reason given)", r["n"]] for r in review["reasons"]]), ""]
     return out
 
