@@ -190,7 +190,8 @@ def _publish(recipe: Recipe, cfg: ReleaseConfig, b: Build, version: str, console
     text = card.render(front=front, name=recipe.name, version=version, release=cfg,
                        funnel=tables.funnel(con, b.views), split_rows=sizes, decontaminated=n_decon, plots=made,
                        recipe_yaml=recipe_text, fingerprints=b.fps, versions=_versions(catalog, b.fps),
-                       results=b.results, exports=written, absent_exports=absent, configs=b.configs)
+                       results=b.results, exports=written, absent_exports=absent, configs=b.configs,
+                       word_times=tables.word_times(con))
     (tmp / "README.md").write_text(text)
     atomic_write_json(tmp / "qa_report.json", {"version": version, "checks": [r.as_dict() for r in b.results]})
     m = re.fullmatch(r"v(\d+)", version)

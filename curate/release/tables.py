@@ -218,6 +218,21 @@ def funnel(con: duckdb.DuckDBPyConnection, views: list[str]) -> list[dict]:
     return [{"step": s, "unit": u, "count": int(n), "top_reasons": r} for s, u, n, r in steps]
 
 
+def word_times(con: duckdb.DuckDBPyConnection) -> dict:
+    """Where the released words' times came from, and how many clips segment dropped for
+    interpolated times (``segment.interpolated_times``): the card's "Word times"."""
+    by_source = dict(con.execute("""
+        SELECT coalesce(w.time_source, 'unknown'), count(*)
+        FROM (SELECT unnest(words) AS w FROM work_clips) GROUP BY 1 ORDER BY 1""").fetchall())
+    flagged = con.execute("""SELECT count(*) FROM work_clips
+                             WHERE list_count(list_filter(words, w -> w.time_source = 'interpolated')) > 0""")
+    dropped = con.execute("SELECT coalesce(sum(n), 0) FROM stage_codes WHERE stage = 'segment' "
+                          "AND error_code = 'segment.interpolated_times'")
+    return {"words": {k: int(v) for k, v in by_source.items()},
+            "released_clips_interpolated": int(flagged.fetchall()[0][0]),
+            "dropped_clips_interpolated": int(dropped.fetchall()[0][0])}
+
+
 def split_sizes(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return dict(con.execute("SELECT split, count(*) FROM work_clips GROUP BY 1 ORDER BY 1").fetchall())
 

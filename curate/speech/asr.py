@@ -27,7 +27,7 @@ class ModelUnavailable(RuntimeError):
 
 @dataclass
 class AsrResult:
-    words: list[dict]  # {start, end, text, prob}, seconds from the start of the audio
+    words: list[dict]  # {start_s, end_s, text, prob, time_source}, seconds from the start of the audio
     language: str | None
     language_prob: float | None
     speech_s: float  # speech the VAD kept
@@ -129,7 +129,7 @@ class FasterWhisperASR:
         )
         words = [
             {"start_s": round(w.start, 3), "end_s": round(w.end, 3), "text": w.word.strip(),
-             "prob": round(w.probability, 4)}
+             "prob": round(w.probability, 4), "time_source": "asr"}
             for seg in segments for w in (seg.words or []) if w.word.strip()
         ]
         return AsrResult(words=words, language=info.language, language_prob=float(info.language_probability),
