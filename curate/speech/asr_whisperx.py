@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .asr import AsrResult, pick_compute_type, pick_device, resolve_model
+from .. import devices
+from .asr import DEVICE_KEY, AsrResult, pick_compute_type, resolve_model
 from .clips import INTERPOLATED
 
 ALIGN_KEY = "stages.transcribe.alignment_model"
@@ -42,7 +43,7 @@ class WhisperXASR:
                  alignment_model: str | None = None, base_dir=None):
         whisperx = _import_whisperx()
         resolved = resolve_model(model, base_dir)
-        self.device = pick_device(device)
+        self.device = devices.resolve(device, DEVICE_KEY, backend="ctranslate2")
         self.compute_type = pick_compute_type(compute_type, self.device)
         self.pipeline = whisperx.load_model(
             resolved.path, self.device, compute_type=self.compute_type, language=language,
