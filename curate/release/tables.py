@@ -221,16 +221,15 @@ def funnel(con: duckdb.DuckDBPyConnection, views: list[str]) -> list[dict]:
 def word_times(con: duckdb.DuckDBPyConnection) -> dict:
     """Where the released words' times came from, and how many clips segment dropped for
     interpolated times (``segment.interpolated_times``): the card's "Word times"."""
-    by_source = dict(con.execute("""
+    by_source = con.execute("""
         SELECT coalesce(w.time_source, 'unknown'), count(*)
-        FROM (SELECT unnest(words) AS w FROM work_clips) GROUP BY 1 ORDER BY 1""").fetchall())
+        FROM (SELECT unnest(words) AS w FROM work_clips) GROUP BY 1 ORDER BY 1""").fetchall()
     flagged = con.execute("""SELECT count(*) FROM work_clips
-                             WHERE list_count(list_filter(words, w -> w.time_source = 'interpolated')) > 0""")
+                             WHERE len(list_filter(words, lambda w: w.time_source = 'interpolated')) > 0""").fetchall()
     dropped = con.execute("SELECT coalesce(sum(n), 0) FROM stage_codes WHERE stage = 'segment' "
-                          "AND error_code = 'segment.interpolated_times'")
-    return {"words": {k: int(v) for k, v in by_source.items()},
-            "released_clips_interpolated": int(flagged.fetchall()[0][0]),
-            "dropped_clips_interpolated": int(dropped.fetchall()[0][0])}
+                          "AND error_code = 'segment.interpolated_times'").fetchall()
+    return {"words": {k: int(v) for k, v in by_source}, "released_clips_interpolated": int(flagged[0][0]),
+            "dropped_clips_interpolated": int(dropped[0][0])}
 
 
 def split_sizes(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
