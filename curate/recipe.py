@@ -125,7 +125,8 @@ class ValidateConfig(BaseModel):
     seed: int = 0
     checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints (a killed run resumes there)")
     workers: int = Field(1, ge=1, le=4096, description="Ray Train workers (one per GPU with use_gpu)")
-    use_gpu: bool = False
+    use_gpu: bool | Literal["auto"] = Field("auto", description="auto: a GPU per worker when the Ray cluster "
+                                                                "has one for each, else the CPU")
     cpus_per_worker: float = Field(1, gt=0, le=512)
     train_split: str = "train"
     eval_split: str | None = Field(None, description="the release split scored (default: validation, else test)")

@@ -75,6 +75,23 @@ def _check_faults(tmp_path, demo_site):
         assert row["error_msg"] or row["status"] == "ok"
 
 
+def test_transient_faults_are_tried_retries_plus_one_times_and_rates_are_parsed_by_yt_dlp(tmp_path, demo_site):
+    url = demo_site.url("broken")  # a 500 on every request
+    before = demo_site.hit_count("/watch/broken")
+    row = _crawl(tmp_path / "cat", [url], retries=2, backoff_s=0.01)[0]
+    assert (row["status"], row["error_code"]) == ("transient", "crawl.http_500")
+    assert demo_site.hit_count("/watch/broken") - before == 3
+    stage = CrawlStage(CrawlParams(sources=[url], rate_limit="2.5M"), StageContext(tmp_path, tmp_path))
+    stage.setup()
+    try:
+        assert stage._base_options()["ratelimit"] == 2_621_440  # what yt-dlp's --limit-rate 2.5M gives
+    finally:
+        stage.teardown()
+    assert CrawlParams(sources=[url], rate_limit="500k").rate_limit == "500k"
+    with pytest.raises(ValueError):
+        CrawlParams(sources=[url], rate_limit="2MB/s")
+
+
 def test_rss_feed_is_a_playlist_source(tmp_path, demo_site):
     out = _crawl(tmp_path, [demo_site.base_url + "/feed.xml"])
     assert sorted(r["video_id"].split("-")[1] for r in out) == demo_site.video_names()

@@ -52,6 +52,40 @@ def test_cuda_reserves_a_gpu_and_the_device_does_not_change_the_fingerprint(tmp_
     assert load_recipe(recipe).stage_resources("filter").gpus == 0.5
 
 
+def test_validate_use_gpu_is_auto_by_default_and_asks_the_ray_cluster(ray_local):
+    from pydantic import ValidationError
+
+    from curate.recipe import ValidateConfig
+
+    assert ValidateConfig().use_gpu == "auto"
+    assert ValidateConfig(use_gpu=True).use_gpu is True and ValidateConfig(use_gpu=False).use_gpu is False
+    with pytest.raises(ValidationError):
+        ValidateConfig(use_gpu="gpu")
+    gpus = ray_local.cluster_resources().get("GPU", 0)
+    assert devices.ray_use_gpu("auto", "validate.use_gpu") is (gpus >= 1)
+    assert devices.ray_use_gpu("auto", "validate.use_gpu", workers=int(gpus) + 1) is False  # one GPU per worker
+    assert devices.ray_use_gpu(False, "validate.use_gpu") is False
+    if gpus:
+        assert devices.ray_use_gpu(True, "validate.use_gpu") is True
+    else:
+        with pytest.raises(devices.DeviceUnavailable, match="validate.use_gpu: true asks every worker for a GPU"):
+            devices.ray_use_gpu(True, "validate.use_gpu")
+
+
+def test_every_model_takes_its_device_from_the_one_helper():
+    """No module but curate/devices.py asks torch or CTranslate2 how many GPUs there are."""
+    import re
+    from pathlib import Path
+
+    import curate
+
+    root = Path(curate.__file__).parent
+    asks = re.compile(r"cuda\.is_available\(\)|get_cuda_device_count\(\)|cuda\.device_count\(\)")
+    found = [p.relative_to(root).as_posix() for p in root.rglob("*.py") if asks.search(p.read_text())]
+    # protocol.py names the GPU it ran on in validation.json's hardware; it chooses nothing
+    assert sorted(found) == ["devices.py", "refmodel/protocol.py"]
+
+
 def test_fp16_is_switched_off_on_the_cpu():
     for precision in ("auto", "fp16", "fp32"):
         enc = clip_encoder.ClipEncoder("curate-demo-clip", None, threads=1, device="cpu", precision=precision)

@@ -109,6 +109,8 @@ def test_release_layout_card_and_manifest(released):
                 "languages"):
         assert (v1 / "plots" / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"plots/{png}.png" in (v1 / "README.md").read_text()
+    card = (v1 / "README.md").read_text()  # the demo's words are timed by its captions
+    assert "## Word times" in card and "| caption |" in card and "0 dropped by segment" in card
     # Nothing of the build's scaffolding is left in the release or beside it.
     assert not list(v1.glob("_work*")) and not (catalog / ".release-tmp").exists()
     assert json.loads((catalog / "qa_report.json").read_text())["passed"] is True
@@ -481,3 +483,26 @@ def test_a_typo_in_the_release_section_is_refused_before_any_work(tmp_path):
     out = run_cli("check", str(recipe))
     assert out.returncode == 2 and "sum to 1" in out.stderr
     assert not (tmp_path / "catalog").exists()
+
+
+def test_the_card_counts_words_by_time_source_and_clips_with_interpolated_times():
+    from curate.release import card, tables
+
+    con = duckdb.connect()
+    word = pa.struct([("start_s", pa.float64()), ("end_s", pa.float64()), ("text", pa.string()),
+                      ("prob", pa.float32()), ("time_source", pa.string())])
+
+    def w(text, source):
+        return {"start_s": 0.0, "end_s": 1.0, "text": text, "prob": None, "time_source": source}
+
+    clips = pa.table({"clip_id": ["a", "b", "c"], "words": pa.array(
+        [[w("x", "caption"), w("y", "asr")], [w("y", "interpolated"), w("z", "aligned")], []], pa.list_(word))})
+    con.register("clips_in", clips)
+    con.execute("CREATE TABLE work_clips AS SELECT * FROM clips_in")
+    con.execute("CREATE TABLE stage_codes AS SELECT * FROM (VALUES ('segment', 'segment.interpolated_times', 3), "
+                "('segment', 'segment.speech_rate', 5)) t(stage, error_code, n)")
+    counts = tables.word_times(con)
+    assert counts == {"words": {"aligned": 1, "asr": 1, "caption": 1, "interpolated": 1},
+                      "released_clips_interpolated": 1, "dropped_clips_interpolated": 3}
+    text = "\n".join(card._word_times(counts))
+    assert "| interpolated | 1 |" in text and "3 dropped by segment (`segment.interpolated_times`), 1 released" in text

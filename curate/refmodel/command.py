@@ -59,6 +59,7 @@ def find_release(catalog: Path, version: str | None) -> Path:
 
 def validate(target: str, version: str | None, out: str | None, steps: int | None, console, load_recipe) -> int:
     """``target``: a release folder, or a recipe (its catalog's latest release, or ``version``)."""
+    from ..devices import DeviceUnavailable
     from ..run.cluster import ClusterUnreachable, init_ray
     from . import protocol, report
 
@@ -101,7 +102,7 @@ def validate(target: str, version: str | None, out: str | None, steps: int | Non
     except ClusterUnreachable as exc:
         console.print(styled(str(exc), "red"), highlight=False)
         return EXIT_ERRORS
-    except ValueError as exc:
+    except (ValueError, DeviceUnavailable) as exc:
         console.print(styled("validate refused", "red", f": {exc}"), highlight=False)
         return EXIT_BAD_RECIPE
     finally:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import devices
 from . import data as rdata
 from .train import CONDITIONS
 
@@ -117,11 +118,12 @@ def run(release: Path, cfg, work: Path, console, conditions=CONDITIONS) -> dict:
     console.print(f"reference model: backbone {cfg.backbone}, {cfg.steps} steps x {len(conditions)} conditions; "
                   f"training on {summary['train_clips']} clips ({summary['train_split']}), scoring "
                   f"{summary['eval_clips']} clips ({summary['eval_split']})", highlight=False)
-    resources = {"CPU": cfg.cpus_per_worker} | ({"GPU": 1} if cfg.use_gpu else {})
+    use_gpu = devices.ray_use_gpu(cfg.use_gpu, "validate.use_gpu", cfg.workers)
+    resources = {"CPU": cfg.cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
     trainer = TorchTrainer(
         train_loop, train_loop_config={"work": str(work), "cfg": cfg.model_dump(mode="json"),
                                        "conditions": list(conditions)},
-        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
+        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RunConfig(storage_path=str(work / "ray"), name=f"validate-{key}"))
     from .progress import TrainingProgress
 
@@ -130,11 +132,11 @@ def run(release: Path, cfg, work: Path, console, conditions=CONDITIONS) -> dict:
     scores = {c: json.loads((work / c / "eval.json").read_text()) for c in conditions}
     doc = summarize(scores, cfg, summary)
     doc |= {"release": str(release), "curate_version": __version__, "seconds": round(time.perf_counter() - t0, 1),
-            "hardware": _hardware(ray, cfg, scores)}
+            "hardware": _hardware(ray, cfg, scores, use_gpu)}
     return doc
 
 
-def _hardware(ray, cfg, scores: dict) -> dict:
+def _hardware(ray, cfg, scores: dict, use_gpu: bool) -> dict:
     import os
     import platform
 
@@ -142,7 +144,7 @@ def _hardware(ray, cfg, scores: dict) -> dict:
 
     first = next(iter(scores.values()))
     out = {"device": first.get("device"), "dtype": first.get("dtype"), "workers": cfg.workers,
-           "use_gpu": cfg.use_gpu, "cpus_per_worker": cfg.cpus_per_worker, "machine": platform.machine(),
+           "use_gpu": use_gpu, "use_gpu_asked": cfg.use_gpu, "cpus_per_worker": cfg.cpus_per_worker, "machine": platform.machine(),
            "cpu_count": os.cpu_count(), "torch": torch.__version__, "ray": ray.__version__}
     if torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name(0)

@@ -209,7 +209,8 @@ def _publish(recipe: Recipe, cfg: ReleaseConfig, b: Build, version: str, console
                        funnel=funnel, split_rows=sizes, decontaminated=n_decon, plots=made,
                        recipe_yaml=recipe_text, fingerprints=b.fps, versions=_versions(catalog, b.fps),
                        results=b.results, exports=written, absent_exports=absent, configs=b.configs,
-                       review=tables.review_summary(con), review_config=cfg.review, changes=changes)
+                       review=tables.review_summary(con), review_config=cfg.review, changes=changes,
+                       word_times=tables.word_times(con))
     (tmp / "README.md").write_text(text)
     atomic_write_json(tmp / "qa_report.json", {"version": version, "checks": [r.as_dict() for r in b.results]})
     m = re.fullmatch(r"v(\d+)", version)

@@ -66,7 +66,7 @@ def render(*, front: dict, name: str, version: str, release, funnel: list[dict],
            decontaminated: int, plots: list[tuple[str, str]], recipe_yaml: str, fingerprints: dict,
            versions: dict, results: list, exports: dict[str, dict[str, int]], configs: dict,
            absent_exports: dict[str, str] | None = None, review: dict | None = None,
-           review_config=None, changes: list[str] | None = None) -> str:
+           review_config=None, changes: list[str] | None = None, word_times: dict | None = None) -> str:
     card = release.card
     out = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
     out += [f"# {card.pretty_name or name} ({version})", ""]
@@ -88,6 +88,8 @@ def render(*, front: dict, name: str, version: str, release, funnel: list[dict],
             "frequent codes of the rows a step dropped or failed.", "",
             table(["step", "count", "unit", "top reasons"],
                    [[f["step"], f["count"], f["unit"], f["top_reasons"]] for f in funnel]), ""]
+    if word_times is not None:
+        out += _word_times(word_times)
     if release.decontaminate is not None:
         out += [f"Decontamination: {decontaminated} video(s) of the list `{release.decontaminate.name}` were "
                 "found in the catalog and left out of every split.", ""]
@@ -153,6 +155,20 @@ def review_section(review: dict | None, config) -> list[str]:
         out += [table(["verdict", "reason", "clips removed"],
                        [[r["verdict"], r["reason"] or "(no reason given)", r["n"]] for r in review["reasons"]]), ""]
     return out
+
+
+def _word_times(wt: dict) -> list[str]:
+    """The card's "Word times": where each released word's time came from, and the clips whose
+    times nothing measured (dropped by segment, or released flagged)."""
+    words = wt.get("words") or {}
+    rows = [[src, n] for src, n in sorted(words.items())]
+    return ["## Word times", "", "Where each released word's time came from (`time_source` on every word): "
+            "`caption` (the caption file), `asr` (the recogniser's word timestamps), `aligned` (forced "
+            "alignment), `interpolated` (nothing measured it: spread evenly over a span of speech).", "",
+            table(["time_source", "words"], rows or [["(no words)", 0]]), "",
+            f"Clips with interpolated word times: {wt.get('dropped_clips_interpolated', 0)} dropped by segment "
+            f"(`segment.interpolated_times`), {wt.get('released_clips_interpolated', 0)} released "
+            "(`stages.segment.interpolated_times: keep`).", ""]
 
 
 def parse_front_matter(text: str) -> dict:

@@ -256,6 +256,20 @@ def review_summary(con: duckdb.DuckDBPyConnection) -> dict:
             "reasons": reasons}
 
 
+def word_times(con: duckdb.DuckDBPyConnection) -> dict:
+    """Where the released words' times came from, and how many clips segment dropped for
+    interpolated times (``segment.interpolated_times``): the card's "Word times"."""
+    by_source = con.execute("""
+        SELECT coalesce(w.time_source, 'unknown'), count(*)
+        FROM (SELECT unnest(words) AS w FROM work_clips) GROUP BY 1 ORDER BY 1""").fetchall()
+    flagged = con.execute("""SELECT count(*) FROM work_clips
+                             WHERE len(list_filter(words, lambda w: w.time_source = 'interpolated')) > 0""").fetchall()
+    dropped = con.execute("SELECT coalesce(sum(n), 0) FROM stage_codes WHERE stage = 'segment' "
+                          "AND error_code = 'segment.interpolated_times'").fetchall()
+    return {"words": {k: int(v) for k, v in by_source}, "released_clips_interpolated": int(flagged[0][0]),
+            "dropped_clips_interpolated": int(dropped[0][0])}
+
+
 def split_sizes(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return dict(con.execute("SELECT split, count(*) FROM work_clips GROUP BY 1 ORDER BY 1").fetchall())
 

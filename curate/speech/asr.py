@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import devices
 from ..media.audio import SAMPLE_RATE
 
 DEFAULT_MODEL = "tiny.en"
 MODEL_KEY = "stages.transcribe.model"  # named in errors so a person knows what to change
+DEVICE_KEY = "stages.transcribe.device"
 
 
 class ModelUnavailable(RuntimeError):
@@ -27,7 +29,7 @@ class ModelUnavailable(RuntimeError):
 
 @dataclass
 class AsrResult:
-    words: list[dict]  # {start, end, text, prob}, seconds from the start of the audio
+    words: list[dict]  # {start_s, end_s, text, prob, time_source}, seconds from the start of the audio
     language: str | None
     language_prob: float | None
     speech_s: float  # speech the VAD kept
@@ -86,14 +88,6 @@ def _folder_digest(folder: Path) -> str:
     return h.hexdigest()[:12]
 
 
-def pick_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import ctranslate2
-
-    return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-
-
 def pick_compute_type(compute_type: str, device: str) -> str:
     if compute_type != "auto":
         return compute_type
@@ -110,7 +104,7 @@ class FasterWhisperASR:
         import faster_whisper
 
         resolved = resolve_model(model, base_dir)
-        self.device = pick_device(device)
+        self.device = devices.resolve(device, DEVICE_KEY, backend="ctranslate2")
         self.compute_type = pick_compute_type(compute_type, self.device)
         self.whisper = WhisperModel(resolved.path, device=self.device, compute_type=self.compute_type,
                                     cpu_threads=cpu_threads, local_files_only=True)
@@ -129,7 +123,7 @@ class FasterWhisperASR:
         )
         words = [
             {"start_s": round(w.start, 3), "end_s": round(w.end, 3), "text": w.word.strip(),
-             "prob": round(w.probability, 4)}
+             "prob": round(w.probability, 4), "time_source": "asr"}
             for seg in segments for w in (seg.words or []) if w.word.strip()
         ]
         return AsrResult(words=words, language=info.language, language_prob=float(info.language_probability),

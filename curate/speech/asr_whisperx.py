@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .asr import AsrResult, pick_compute_type, pick_device, resolve_model
+from .. import devices
+from .asr import DEVICE_KEY, AsrResult, pick_compute_type, resolve_model
+from .clips import INTERPOLATED
 
 ALIGN_KEY = "stages.transcribe.alignment_model"
 
@@ -41,7 +43,7 @@ class WhisperXASR:
                  alignment_model: str | None = None, base_dir=None):
         whisperx = _import_whisperx()
         resolved = resolve_model(model, base_dir)
-        self.device = pick_device(device)
+        self.device = devices.resolve(device, DEVICE_KEY, backend="ctranslate2")
         self.compute_type = pick_compute_type(compute_type, self.device)
         self.pipeline = whisperx.load_model(
             resolved.path, self.device, compute_type=self.compute_type, language=language,
@@ -82,12 +84,32 @@ class WhisperXASR:
 
 
 def _segment_words(seg: dict) -> list[dict]:
-    """Aligned words where whisperx gave times; otherwise the segment spread evenly (0.1 s)."""
+    """The segment's words: ``aligned`` where wav2vec2 alignment timed them; the
+    rest (no alignment model, or a word alignment could not place, such as a
+    number) share the gap between their timed neighbours evenly and are marked
+    ``interpolated``: nothing measured them."""
     aligned = seg.get("words") or []
-    if aligned and all("start" in w and "end" in w for w in aligned):
-        return [{"start_s": round(w["start"], 3), "end_s": round(w["end"], 3), "text": w["word"].strip(),
-                 "prob": w.get("score")} for w in aligned if w["word"].strip()]
-    tokens = seg["text"].split()
-    step = (seg["end"] - seg["start"]) / max(len(tokens), 1)
-    return [{"start_s": round(seg["start"] + i * step, 1), "end_s": round(seg["start"] + (i + 1) * step, 1),
-             "text": t, "prob": None} for i, t in enumerate(tokens)]
+    if not aligned:  # no alignment: only the segment's span was measured
+        aligned = [{"word": t} for t in seg["text"].split()]
+    words = [w for w in aligned if str(w.get("word", "")).strip()]
+    out: list[dict] = []
+    k = 0
+    while k < len(words):
+        w = words[k]
+        if "start" in w and "end" in w:
+            out.append({"start_s": round(float(w["start"]), 3), "end_s": round(float(w["end"]), 3),
+                        "text": w["word"].strip(), "prob": w.get("score"), "time_source": "aligned"})
+            k += 1
+            continue
+        run_end = k  # words[k:run_end] have no times
+        while run_end < len(words) and not ("start" in words[run_end] and "end" in words[run_end]):
+            run_end += 1
+        lo = out[-1]["end_s"] if out else float(seg["start"])
+        hi = float(words[run_end]["start"]) if run_end < len(words) else float(seg["end"])
+        hi = max(hi, lo)
+        step = (hi - lo) / (run_end - k)
+        for i, t in enumerate(words[k:run_end]):
+            out.append({"start_s": round(lo + i * step, 3), "end_s": round(lo + (i + 1) * step, 3),
+                        "text": t["word"].strip(), "prob": None, "time_source": INTERPOLATED})
+        k = run_end
+    return out

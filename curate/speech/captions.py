@@ -24,8 +24,9 @@ recognition, usually shown as rolling captions):
   at least a millisecond, so no word has zero length.
 
 Words are dicts shaped like the catalog's word struct
-``{start_s, end_s, text, prob}`` (seconds; ``prob`` is None: captions carry no
-confidence). A file that cannot be parsed raises :class:`CaptionParseError`.
+``{start_s, end_s, text, prob, time_source}`` (seconds; ``prob`` is None:
+captions carry no confidence; ``time_source`` is ``caption``: the time is the
+caption file's, an inline word time or the word's even share of its cue). A file that cannot be parsed raises :class:`CaptionParseError`.
 """
 
 from __future__ import annotations
@@ -241,7 +242,8 @@ def _time_cue(cue: _Cue, cue_end: float, collapse: bool) -> list[dict]:
 
 def _word(start: float, end: float, text: str) -> dict:
     # millisecond resolution: caption formats carry no more, and it drops float noise
-    return {"start_s": round(float(start), 3), "end_s": round(float(end), 3), "text": text, "prob": None}
+    return {"start_s": round(float(start), 3), "end_s": round(float(end), 3), "text": text, "prob": None,
+            "time_source": "caption"}
 
 
 def _repeated_prefix(previous: list[dict], cue_words: list[dict]) -> int:

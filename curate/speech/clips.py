@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 SENTENCE_END = (".", "!", "?", "…")
+# A word's time_source when nothing measured its time (schemas/tables/transcribe.json lists them all).
+INTERPOLATED = "interpolated"
 
 
 @dataclass

@@ -14,7 +14,6 @@ import hashlib
 import json
 import random
 import re
-import time
 import urllib.parse
 from pathlib import Path
 from typing import Any, Literal
@@ -50,7 +49,8 @@ class CrawlParams(Params):
     max_duration_s: float | None = Field(None, gt=0, description="longer videos are filtered (crawl.too_long)")
     cookies: ExistingPath | None = Field(None, description="Netscape cookies file")
     proxy: str | None = None
-    rate_limit: str | None = Field(None, pattern=r"^\d+(\.\d+)?[KMG]?$", description="download rate, e.g. 2M (bytes/s)")
+    rate_limit: str | None = Field(None, pattern=r"^\d+(\.\d+)?[KMGTkmgt]?$",
+                                   description="download rate, e.g. 2M (bytes/s; yt-dlp's --limit-rate)")
     sleep_s: float = Field(0.0, ge=0, description="sleep between requests")
     download_archive: RecipePath | None = Field(None, description="yt-dlp archive file: videos in it are skipped")
     retries: int = Field(3, ge=0, le=20, description="in-stage retries of transient faults (429, 5xx, timeouts)")
@@ -167,7 +167,7 @@ class CrawlStage(Stage):
             "socket_timeout": p.socket_timeout_s,
             "retries": 2,
             "fragment_retries": 2,
-            "extractor_retries": 0,  # retried here, with Retry-After
+            "extractor_retries": 0,  # retried by tenacity in _with_retries, which honours Retry-After
             "noplaylist": False,
             "ignoreerrors": False,
             "restrictfilenames": True,
@@ -178,7 +178,7 @@ class CrawlStage(Stage):
         if p.proxy:
             opts["proxy"] = p.proxy
         if p.rate_limit:
-            opts["ratelimit"] = _parse_rate(p.rate_limit)
+            opts["ratelimit"] = self._yt_dlp.utils.parse_bytes(p.rate_limit)
         if p.sleep_s:
             opts["sleep_interval_requests"] = p.sleep_s
             opts["sleep_interval"] = p.sleep_s
@@ -215,24 +215,32 @@ class CrawlStage(Stage):
         return rows
 
     def _with_retries(self, fn, *args):
-        """Call fn, retrying transient faults with exponential backoff + jitter,
-        honouring Retry-After. Returns (result, None) or (None, CrawlFault)."""
+        """Call fn; tenacity retries transient faults (429, 5xx, timeouts) after the server's
+        Retry-After (capped), else with exponential backoff and jitter. Returns (result, None)
+        or (None, CrawlFault)."""
+        from tenacity import Retrying, retry_if_exception, stop_after_attempt
+
         p = self.params
-        for attempt in range(p.retries + 1):
-            try:
-                return fn(*args), None
-            except self._yt_dlp.utils.DownloadError as exc:
-                fault = classify(exc)
-            except self._yt_dlp.utils.YoutubeDLError as exc:
-                fault = classify(exc)
-            if not fault.transient or attempt == p.retries:
-                return None, fault
-            wait = p.backoff_s * 2**attempt * (0.5 + random.random())
+        errors = self._yt_dlp.utils.YoutubeDLError  # DownloadError and ExtractorError are ones
+
+        def wait(state) -> float:
+            fault = classify(state.outcome.exception())
             if fault.retry_after_s is not None:
-                wait = min(fault.retry_after_s, p.max_retry_wait_s)
-            self.log.info("%s: %s, retry %d/%d in %.1fs", fault.code, args[0] if args else "", attempt + 1, p.retries, wait)
-            time.sleep(wait)
-        raise AssertionError("unreachable")
+                return min(fault.retry_after_s, p.max_retry_wait_s)
+            return p.backoff_s * 2 ** (state.attempt_number - 1) * (0.5 + random.random())
+
+        def before_sleep(state) -> None:
+            fault = classify(state.outcome.exception())
+            self.log.info("%s: %s, retry %d/%d in %.1fs", fault.code, args[0] if args else "", state.attempt_number,
+                          p.retries, state.next_action.sleep if state.next_action else 0)
+
+        retrying = Retrying(retry=retry_if_exception(lambda e: isinstance(e, errors) and classify(e).transient),
+                            stop=stop_after_attempt(p.retries + 1), wait=wait, before_sleep=before_sleep,
+                            reraise=True)
+        try:
+            return retrying(fn, *args), None
+        except errors as exc:
+            return None, classify(exc)
 
     def _crawl_source(self, source: str) -> list[dict]:
         info, fault = self._with_retries(lambda u: self._ydl.extract_info(u, download=False, process=False), source)
@@ -393,9 +401,3 @@ def _caption_files(info: dict, folder: Path, root: Path) -> list[dict]:
             "path": str(Path(path).relative_to(root)),
         })
     return out
-
-
-def _parse_rate(text: str) -> int:
-    scale = {"K": 1024, "M": 1024**2, "G": 1024**3}
-    unit = text[-1] if text[-1] in scale else ""
-    return int(float(text[:-1] if unit else text) * scale.get(unit, 1))

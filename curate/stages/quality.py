@@ -101,6 +101,12 @@ class QualityStage(Stage):
         first = () if params.input_stage == "segment" else (params.input_stage,)
         return first + ("segment", "transcribe")
 
+    @classmethod
+    def preflight(cls, params: QualityParams, recipe_dir: Path) -> list[str]:
+        from .. import devices
+
+        return devices.preflight(params.device, "stages.quality.device")
+
     def setup(self) -> None:
         from ..text.lm_loss import LMScorer
 

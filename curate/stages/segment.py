@@ -25,7 +25,7 @@ from pydantic import Field, model_validator
 
 from .. import status
 from ..media.released import released_reason
-from ..speech.clips import Clip, attach_cuts, previous_text, scene_clips, speech_clips, word_stream
+from ..speech.clips import INTERPOLATED, Clip, attach_cuts, previous_text, scene_clips, speech_clips, word_stream
 from .base import Params, Resources, Stage
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
@@ -45,6 +45,9 @@ class SegmentParams(Params):
     # Speech-rate window in words per second (LiveCC's check); null = keep all.
     words_per_second: tuple[float, float] | None = (1.0, 4.0)
     previous_max_words: int = Field(256, ge=0, le=100_000)  # 0 = all earlier words
+    # A clip holding a word whose time nothing measured (time_source 'interpolated', e.g. whisperx
+    # without alignment) is filtered (segment.interpolated_times); 'keep' releases it, flagged per word.
+    interpolated_times: Literal["filter", "keep"] = "filter"
     detector: Literal["content", "adaptive"] = "content"
     threshold: float = Field(27.0, ge=0, le=255)  # ContentDetector
     adaptive_threshold: float = Field(3.0, gt=0, le=255)  # AdaptiveDetector
@@ -77,7 +80,8 @@ class SegmentStage(Stage):
     # 3: container clock, upright display-aspect frames, final speech run kept,
     #    previous by position, no-clip rows keep cuts and frames, scene mode reads crawl
     # 4: video_duration_s is where the video stream ends (its last packet), crawl's duration_s
-    version = "4"
+    # 5: words carry time_source; clips with interpolated word times filtered (interpolated_times)
+    version = "5"
     Params = SegmentParams
     inputs = ("transcribe", "crawl")
     input_key = "video_id"
@@ -167,7 +171,12 @@ class SegmentStage(Stage):
         p = self.params
         rate = clip.words_per_second
         verdict = status.ok()
-        if p.mode == "speech" and p.words_per_second is not None:
+        guessed = sum(1 for w in clip.words if w.get("time_source") == INTERPOLATED)
+        if guessed and p.interpolated_times == "filter":
+            verdict = status.filtered("segment.interpolated_times",
+                                      f"{guessed} of {clip.n_words} words have interpolated times (no aligner "
+                                      f"measured them); stages.segment.interpolated_times: keep releases them")
+        elif p.mode == "speech" and p.words_per_second is not None:
             low, high = p.words_per_second
             if rate is None or not low <= rate <= high:
                 verdict = status.filtered("segment.speech_rate",
@@ -269,7 +278,7 @@ def decode_video(video_id: str, path: Path, catalog_root: Path, p: SegmentParams
 
 def _word(w: dict) -> dict:
     return {"start_s": float(w["start_s"]), "end_s": float(w["end_s"]), "text": str(w.get("text") or ""),
-            "prob": None if w.get("prob") is None else float(w["prob"])}
+            "prob": None if w.get("prob") is None else float(w["prob"]), "time_source": w.get("time_source")}
 
 
 def _error_row(video_id: str, verdict: dict) -> dict:

@@ -84,7 +84,8 @@ class TranscribeStage(Stage):
     # 2: time columns start_s/end_s (no SQL quoting), float64 word times
     # 3: audio (so ASR word times) on the container's clock; audio_16k_v2.wav;
     #    caption rules per kind (manual | auto), no zero-length or interleaved words
-    version = "3"
+    # 4: every word says where its time came from (time_source: caption | asr | aligned | interpolated)
+    version = "4"
     Params = TranscribeParams
     inputs = ("crawl",)
     input_key = "video_id"

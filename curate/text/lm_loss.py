@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from .. import devices
+
 log = logging.getLogger("curate.text.lm_loss")
 
 # The recipe's name for the bundled offline model.
@@ -65,16 +67,6 @@ def resolve_model(name: str, gguf_file: str | None) -> tuple[str, str | None]:
     return (str(path) if path.is_dir() else name), gguf_file
 
 
-def pick_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise LMUnavailable("stages.quality.device: cuda was asked for but torch sees no GPU here")
-    return device
-
-
 class LMScorer:
     """One causal LM, loaded once; ``score`` batches (context, text) pairs."""
 
@@ -85,7 +77,7 @@ class LMScorer:
 
         if threads:
             torch.set_num_threads(threads)
-        self.device = pick_device(device)
+        self.device = devices.resolve(device, "stages.quality.device")
         source, gguf = resolve_model(model, gguf_file)
         torch_dtype = {"auto": torch.float32 if self.device == "cpu" else torch.bfloat16,
                        "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
