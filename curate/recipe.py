@@ -123,6 +123,8 @@ class ValidateConfig(BaseModel):
     batch_size: int = Field(16, ge=1, le=65_536, description="clips per step, over all workers")
     lr: float = Field(3e-3, gt=0, le=1)
     seed: int = 0
+    seeds: int = Field(3, ge=1, le=100, description="training seeds per condition (seed, seed+1, ...): the "
+                                                    "intervals cover training noise as well as the held-out videos")
     checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints (a killed run resumes there)")
     workers: int = Field(1, ge=1, le=4096, description="Ray Train workers (one per GPU with use_gpu)")
     use_gpu: bool | Literal["auto"] = Field("auto", description="auto: a GPU per worker when the Ray cluster "

@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write here instead of <release>/validation/<run>/ (and leave "
                                                "validation/latest.json as it is)")
     p.add_argument("--steps", type=int, default=None, help="override validate.steps")
+    p.add_argument("--controls", action="store_true", help="also validate two negative controls built from the "
+                                                           "release (frames of another video; words of another "
+                                                           "clip) and say whether its gains sit above theirs")
     p.set_defaults(fn=cmd_validate)
 
     p = sub.add_parser("demo", help="serve the demo site on loopback, run the demo recipe, show a query")

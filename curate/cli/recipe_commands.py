@@ -74,4 +74,5 @@ def cmd_validate(args) -> int:
         except RecipeError as exc:
             raise ValueError(str(exc)) from None
 
-    return validate(args.release, args.version, args.out, args.steps, console, load)
+    return validate(args.release, args.version, args.out, args.steps, console, load,
+                    controls=getattr(args, "controls", False))

@@ -57,8 +57,15 @@ def find_release(catalog: Path, version: str | None) -> Path:
     return found[-1]
 
 
-def validate(target: str, version: str | None, out: str | None, steps: int | None, console, load_recipe) -> int:
-    """``target``: a release folder, or a recipe (its catalog's latest release, or ``version``)."""
+def _control_work(work: Path, name: str) -> Path:
+    """A control's own work folder, beside the real run's (each resumes on its own)."""
+    return work.with_name(f"{work.name}-control-{name}")
+
+
+def validate(target: str, version: str | None, out: str | None, steps: int | None, console, load_recipe,
+             controls: bool = False) -> int:
+    """``target``: a release folder, or a recipe (its catalog's latest release, or ``version``);
+    ``controls``: also the negative controls built from it (controls.py), compared in validation.json."""
     from ..devices import DeviceUnavailable
     from ..run.cluster import ClusterUnreachable, init_ray
     from . import protocol, report
@@ -99,6 +106,12 @@ def validate(target: str, version: str | None, out: str | None, steps: int | Non
                      log_to_driver=False, logging_level=logging.ERROR)
             started = True
         doc = protocol.run(release, cfg, work, console)
+        if controls:
+            from . import controls as ctl
+
+            done = {name: protocol.run(release, cfg, _control_work(work, name), console, control=name)
+                    for name in ctl.CONTROLS}
+            doc["controls"] = ctl.compare(doc, done)
     except ClusterUnreachable as exc:
         console.print(styled(str(exc), "red"), highlight=False)
         return EXIT_ERRORS
@@ -109,6 +122,11 @@ def validate(target: str, version: str | None, out: str | None, steps: int | Non
         if started:
             ray.shutdown()
     doc["release_version"] = release.name
+    if controls:
+        from .controls import CONTROLS
+
+        for name in CONTROLS:
+            shutil.rmtree(_control_work(work, name), ignore_errors=True)
     report.write(doc, out_dir)
     if out is None:
         report.point_latest(release / "validation", run_id)

@@ -1,9 +1,10 @@
 """One progress bar per condition while the reference model trains.
 
-The training worker (train.py) writes ``<work>/<condition>/progress.json``
+The training worker (train.py) writes ``<work>/<condition>/seed_<seed>/progress.json``
 (step, steps, last loss) as it goes; the driver polls those files. In a
-terminal each condition is one bar that updates in place; elsewhere (a log,
-CI) each condition is one line, printed when it has trained. Nothing of the
+terminal each condition is one bar (its steps over every seed) that updates
+in place; elsewhere (a log, CI) each condition is one line, printed when
+every seed of it has trained. Nothing of the
 workers' own output reaches the console (Ray is started with
 ``log_to_driver=False``).
 """
@@ -25,15 +26,17 @@ def _read(path: Path) -> dict | None:
 class TrainingProgress:
     """``with TrainingProgress(work, conditions, steps, console):`` around the training."""
 
-    def __init__(self, work: Path, conditions: list[str], steps: int, console, poll_s: float = 0.5):
-        self.work, self.conditions, self.steps = work, list(conditions), steps
+    def __init__(self, work: Path, conditions: list[str], seeds: list[int], steps: int, console,
+                 poll_s: float = 0.5):
+        self.work, self.conditions, self.seeds = work, list(conditions), list(seeds)
+        self.steps = steps * len(self.seeds)  # a bar's total: every seed of its condition
         self.console, self.poll_s = console, poll_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._said: set[str] = set()
 
     def __enter__(self) -> "TrainingProgress":
-        self._done_before = {c for c in self.conditions if (self.work / c / "eval.json").is_file()}
+        self._done_before = {c for c in self.conditions if self._state(c)[2]}
         self._thread = threading.Thread(target=self._live if self.console.is_terminal else self._lines,
                                         name="validate-progress", daemon=True)
         self._thread.start()
@@ -45,10 +48,16 @@ class TrainingProgress:
             self._thread.join(timeout=10)
 
     def _state(self, condition: str) -> tuple[int, float | None, bool]:
-        """(steps done, last loss, scored)."""
-        doc = _read(self.work / condition / "progress.json") or {}
-        scored = (self.work / condition / "eval.json").is_file()
-        return int(doc.get("step", self.steps if scored else 0)), doc.get("loss"), scored
+        """(steps done over every seed, last loss, every seed scored)."""
+        done, loss, scored = 0, None, True
+        for seed in self.seeds:
+            folder = self.work / condition / f"seed_{seed}"
+            doc = _read(folder / "progress.json") or {}
+            here = (folder / "eval.json").is_file()
+            done += int(doc.get("step", self.steps // len(self.seeds) if here else 0))
+            loss = doc.get("loss", loss)
+            scored = scored and here
+        return done, loss, scored
 
     def _live(self) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -19,10 +19,14 @@ def loss_plots(doc: dict, out: Path) -> list[str]:
 
     made = []
     (out / "plots").mkdir(parents=True, exist_ok=True)
+    per_seed = doc.get("per_seed") or []
     for cond, hist in doc["history"].items():
         fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+        for run in per_seed if len(per_seed) > 1 else []:
+            ax.plot(np.arange(1, len(run["history"][cond]) + 1), run["history"][cond], lw=0.5, alpha=0.3)
         y = np.asarray(hist)
-        ax.plot(np.arange(1, len(y) + 1), y, lw=0.8, alpha=0.5, label="step")
+        ax.plot(np.arange(1, len(y) + 1), y, lw=0.8, alpha=0.5,
+                label="step" if len(per_seed) <= 1 else f"step, mean of {len(per_seed)} seeds")
         k = max(1, len(y) // 20)
         if len(y) >= k:
             ax.plot(np.arange(k, len(y) + 1), np.convolve(y, np.ones(k) / k, mode="valid"), lw=1.6,
@@ -94,20 +98,42 @@ def reading(doc: dict) -> list[str]:
         where = "above" if lo > qa["chance"] else ("below" if hi < qa["chance"] else "not distinguishable from")
         out.append(f"Multiple-choice QA by option likelihood: {a['accuracy']:.0%} of {qa['questions']} questions "
                    f"(95% CI {lo:.0%} to {hi:.0%}), {where} chance ({qa['chance']:.0%}).")
-    return out + overfit
+    return out + overfit + control_lines(doc)
+
+
+CONTROL_WHAT = {"frames": "each clip's frames taken from a clip of another video",
+                "words": "each clip's words taken from a clip of another video"}
+
+
+def control_lines(doc: dict) -> list[str]:
+    """One sentence per negative control (``--controls``): its gains, and whether the release's sit above."""
+    out = []
+    for name, c in (doc.get("controls") or {}).items():
+        parts = []
+        for gain, g in c["gains"].items():
+            above = c["real_above"].get(gain)
+            parts.append(f"{gain} gain {g['nats_per_word']:+.2f} ({_ci(g)}); the release's {gain} gain "
+                         + ("sits above it" if above else "does not sit above it"))
+        out.append(f"Negative control '{name}' ({CONTROL_WHAT.get(name, name)}): " + "; ".join(parts) + ".")
+    return out
 
 
 def card_section(doc: dict, plots: list[str], title: str = "Does this data teach?") -> str:
     """The validation's own card (README.md beside its validation.json): what was trained, on
     what evidence, the plain reading, the figures."""
     loss, m, t = doc["loss_per_word"], doc["model"], doc["training"]
+    seeds = t.get("seeds") or [t.get("seed", 0)]
+    clusters = (doc.get("interval") or {}).get("clusters", doc.get("evidence", {}).get("eval_videos"))
     lines = [f"# {title}", "",
              f"`curate validate` trained a reference streaming video-LLM (backbone `{m['backbone']}`, "
-             f"{m['params']:,} parameters, {m['trainable_params']:,} trained) for {t['steps']} steps, three times "
-             f"with the same seed: with the frames aligned, with the frames shuffled in time within each clip, "
-             f"and with no frames (a learned constant instead). Each was scored on the same "
-             f"{doc['data']['eval_clips']} clips ({doc['data']['eval_words']} words) of the "
-             f"`{doc['data']['eval_split']}` split; intervals are paired bootstrap 95% intervals over those clips.",
+             f"{m['params']:,} parameters, {m['trainable_params']:,} trained) for {t['steps']} steps in three "
+             f"conditions: with the frames aligned, with the frames shuffled in time within each clip, and with "
+             f"no frames (a learned constant instead); each condition with {len(seeds)} seed(s) "
+             f"({', '.join(map(str, seeds))}; the three conditions of a seed start from the same weights). Each "
+             f"model was scored on the same {doc['data']['eval_clips']} clips ({doc['data']['eval_words']} words) "
+             f"of the `{doc['data']['eval_split']}` split; figures are means over the seeds, and intervals are "
+             f"paired bootstrap 95% intervals that resample the {clusters} held-out videos (a video's clips "
+             f"together) and the seeds, so they cover which videos were held out and training noise.",
              "", evidence_line(doc), "", *[f"- {s}" for s in reading(doc)], "",
              "| condition | loss per word (nats) | training loss per token | held-out loss per token |",
              "|---|---|---|---|",
@@ -116,6 +142,13 @@ def card_section(doc: dict, plots: list[str], title: str = "Does this data teach
              "| gain | nats per word | 95% CI |", "|---|---|---|",
              *[f"| {name} ({g['minus']} - aligned) | {g['nats_per_word']:.3f} | {g['ci95'][0]:.3f} to "
                f"{g['ci95'][1]:.3f} |" for name, g in doc["gains"].items()], ""]
+    if doc.get("per_seed"):
+        names = list(doc["gains"])
+        lines += ["Per seed:", "", "| seed | " + " | ".join(f"loss {k}" for k in loss) + " | "
+                  + " | ".join(f"{n} gain" for n in names) + " |", "|---|" + "---|" * (len(loss) + len(names)),
+                  *[f"| {r['seed']} | " + " | ".join(f"{r['loss_per_word'][k]:.3f}" for k in loss) + " | "
+                    + " | ".join(f"{doc['gains'][n]['per_seed'][j]:.3f}" for n in names) + " |"
+                    for j, r in enumerate(doc["per_seed"])], ""]
     notes = [n for n in doc.get("notes", []) if not n.startswith(("overfitting", "not enough"))]
     if notes:
         lines += ["Notes:", "", *[f"- {n}" for n in notes], ""]

@@ -1,13 +1,16 @@
-"""Training and scoring through Ray Train: one TorchTrainer runs the three
-conditions in turn, on the CPU, one GPU or several (DDP), with the device
-chosen by Ray and bf16 autocast where the GPU has it.
+"""Training and scoring through Ray Train: one TorchTrainer runs every
+(seed, condition) in turn, on the CPU, one GPU or several (DDP), with the
+device chosen by Ray and bf16 autocast where the GPU has it.
 
-Everything that decides a step is a function of (seed, step): the clips of
-the step's batch and the dropout masks. A checkpoint (model, optimizer,
-schedule, loss history) is written every ``checkpoint_every`` steps, by
-rename, so a run killed at any moment resumes from its last checkpoint and
-ends where an uninterrupted run ends. A condition whose scores are written
-(``<condition>/eval.json``) is not trained again.
+Each seed (``validate.seed`` + 0, 1, ... ``validate.seeds`` - 1) starts the
+three conditions from the same initial weights (the paired design); seeds
+differ in those weights, the batches, the dropout masks and the shuffled
+condition's frame order. Everything that decides a step is a function of
+(seed, step). A checkpoint (model, optimizer, schedule, loss history) is
+written every ``checkpoint_every`` steps, by rename, so a run killed at any
+moment resumes from its last checkpoint and ends where an uninterrupted run
+ends. A unit whose scores are written (``<condition>/seed_<seed>/eval.json``)
+is not trained again.
 """
 
 from __future__ import annotations
@@ -24,6 +27,15 @@ import torch
 from .data import VISUAL, Stream, shuffled_order
 
 CONDITIONS = ("aligned", "shuffled", "none")
+
+
+def seeds_of(cfg) -> list[int]:
+    """The training seeds: ``seed``, ``seed + 1``, ... (``seeds`` of them)."""
+    return [cfg.seed + k for k in range(cfg.seeds)]
+
+
+def unit_folder(work: Path, condition: str, seed: int) -> Path:
+    return work / condition / f"seed_{seed}"
 WARMUP = 0.1  # share of the steps with a linear warm-up; then cosine to 10%
 
 
@@ -61,10 +73,11 @@ def collate(streams: list[Stream], vis: list[np.ndarray], orders: list[np.ndarra
     return as_t(ids), as_t(rows), as_t(is_vis), as_t(attention), as_t(word)
 
 
-def _orders(data: dict, clip_ids: list[str], condition: str) -> list[np.ndarray | None]:
+def _orders(data: dict, clip_ids: list[str], condition: str, seed: int | None = None) -> list[np.ndarray | None]:
     if condition != "shuffled":
         return [None] * len(clip_ids)
-    return [shuffled_order(len(data["vis"][c]), data["seed"], c) for c in clip_ids]
+    seed = data["seed"] if seed is None else seed
+    return [shuffled_order(len(data["vis"][c]), seed, c) for c in clip_ids]
 
 
 def _lr_lambda(steps: int):
@@ -121,23 +134,27 @@ def train_loop(config: dict) -> None:
     device = ray.train.torch.get_device()
     if device.type == "cpu":
         torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
-    todo = [c for c in config["conditions"] if not (work / c / "eval.json").is_file()]
-    if not todo:
-        return
+    conditions = config["conditions"]
     from .model import build
 
-    # Built once per worker (a Hugging Face backbone loads once); every condition starts from these weights.
-    torch.manual_seed(cfg.seed)
-    core = build(cfg, data["vocab_size"], data["vis_dim"], data["max_len"])
-    initial = {k: v.detach().clone() for k, v in core.state_dict().items()}
-    model = ray.train.torch.prepare_model(core, parallel_strategy_kwargs={"find_unused_parameters": True})
-    for condition in todo:
-        core.load_state_dict(initial)
-        _run_condition(cfg, data, work / condition, condition, rank, world, device, core, model)
+    for seed in seeds_of(cfg):
+        todo = [c for c in conditions if not (unit_folder(work, c, seed) / "eval.json").is_file()]
+        if not todo:
+            continue
+        # Built once per seed (a Hugging Face backbone loads once per seed); every condition of the
+        # seed starts from these weights.
+        torch.manual_seed(seed)
+        core = build(cfg, data["vocab_size"], data["vis_dim"], data["max_len"])
+        initial = {k: v.detach().clone() for k, v in core.state_dict().items()}
+        model = ray.train.torch.prepare_model(core, parallel_strategy_kwargs={"find_unused_parameters": True})
+        for condition in todo:
+            core.load_state_dict(initial)
+            _run_condition(cfg, data, unit_folder(work, condition, seed), condition, seed, rank, world, device,
+                           core, model)
 
 
-def _run_condition(cfg, data: dict, folder: Path, condition: str, rank: int, world: int, device, core,
-                   model) -> None:
+def _run_condition(cfg, data: dict, folder: Path, condition: str, seed: int, rank: int, world: int, device,
+                   core, model) -> None:
     import ray.train
 
     from .model import n_params, word_nll
@@ -162,12 +179,12 @@ def _run_condition(cfg, data: dict, folder: Path, condition: str, rank: int, wor
     t0 = time.perf_counter()
     model.train()
     for step in range(state["step"], cfg.steps):
-        picked = batch_indices(len(train["streams"]), cfg.batch_size, cfg.seed, step)
+        picked = batch_indices(len(train["streams"]), cfg.batch_size, seed, step)
         mine = picked[rank::world] or picked[:1]
-        torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout masks depend on the step alone
+        torch.manual_seed(seed * 1_000_003 + step)  # dropout masks depend on (seed, step) alone
         ids, rows, is_vis, attention, word = collate(
             [train["streams"][i] for i in mine], [data["vis"][train["clip_ids"][i]] for i in mine],
-            _orders(data, [train["clip_ids"][i] for i in mine], condition), device)
+            _orders(data, [train["clip_ids"][i] for i in mine], condition, seed), device)
         with _autocast(device):
             logits = model(ids, rows, is_vis, attention, blind)
         nll, mask = word_nll(logits, ids, word)
@@ -193,10 +210,11 @@ def _run_condition(cfg, data: dict, folder: Path, condition: str, rank: int, wor
                 for old in target.parent.glob("step_*.pt"):  # keep the newest only
                     if old != target:
                         old.unlink(missing_ok=True)
-            ray.train.report({"condition": condition, "step": state["step"], "loss": state["history"][-1]})
+            ray.train.report({"condition": condition, "seed": seed, "step": state["step"],
+                              "loss": state["history"][-1]})
     if rank == 0:
-        scores = evaluate(core, data, condition, device)
-        scores |= {"condition": condition, "history": state["history"], "steps": cfg.steps,
+        scores = evaluate(core, data, condition, device, seed=seed)
+        scores |= {"condition": condition, "seed": seed, "history": state["history"], "steps": cfg.steps,
                    "tokens_seen": state["tokens_seen"], "train_seconds": round(state["seconds"], 2),
                    "params": n_params(core), "trainable_params": n_params(core, trainable=True),
                    "device": str(device), "dtype": "bfloat16" if _bf16(device) else "float32",
@@ -207,30 +225,32 @@ def _run_condition(cfg, data: dict, folder: Path, condition: str, rank: int, wor
 
 
 @torch.no_grad()
-def evaluate(core, data: dict, condition: str, device, batch: int = 16) -> dict:
-    """Per-clip word nats on the scored split; per-question correctness by option likelihood."""
+def evaluate(core, data: dict, condition: str, device, batch: int = 16, seed: int | None = None) -> dict:
+    """Per-clip word nats on the scored split (with each clip's video, the bootstrap's cluster);
+    per-question correctness by option likelihood."""
     from .model import word_nll
 
     core.eval()
     blind = condition == "none"
     ev = data["eval"]
+    videos = dict(zip(ev["clip_ids"], ev.get("video_ids") or ev["clip_ids"]))
     clips = []
     for k in range(0, len(ev["streams"]), batch):
         streams, ids_ = ev["streams"][k:k + batch], ev["clip_ids"][k:k + batch]
         ids, rows, is_vis, attention, word = collate(streams, [data["vis"][c] for c in ids_],
-                                                     _orders(data, ids_, condition), device)
+                                                     _orders(data, ids_, condition, seed), device)
         with _autocast(device):
             logits = core(ids, rows, is_vis, attention, blind)
         nll, mask = word_nll(logits, ids, word)
         for b, clip_id in enumerate(ids_):
-            clips.append({"clip_id": clip_id, "nats": float(nll[b].sum()), "words": int(streams[b].n_words),
-                          "tokens": int(mask[b].sum())})
+            clips.append({"clip_id": clip_id, "video_id": videos[clip_id], "nats": float(nll[b].sum()),
+                          "words": int(streams[b].n_words), "tokens": int(mask[b].sum())})
     qa = []
     for q in data["questions"]:
         scores = []
         for s in q["options"]:
             ids, rows, is_vis, attention, word = collate([s], [data["vis"][q["clip_id"]]],
-                                                         _orders(data, [q["clip_id"]], condition), device)
+                                                         _orders(data, [q["clip_id"]], condition, seed), device)
             with _autocast(device):
                 logits = core(ids, rows, is_vis, attention, blind)
             nll, mask = word_nll(logits, ids, word)

@@ -103,8 +103,10 @@ def render(*, front: dict, name: str, version: str, release, funnel: list[dict],
                      "pass" if r.passed else (f"error: {r.error}" if r.error else f"{r.count} row(s)"),
                      r.check.meaning] for r in results]), ""]
     out += ["## Does this data teach?", "", "`curate validate <this folder>` trains a small reference streaming "
-            "video-LLM on this release three times (frames aligned, shuffled in time, none) and says whether the "
-            "frames lower the loss of the words, with intervals, and on how much held-out data. Each run writes "
+            "video-LLM on this release in three conditions (frames aligned, shuffled in time, none), each with "
+            "several seeds, and says whether the frames lower the loss of the words, with intervals over the "
+            "held-out videos and the seeds, and on how much held-out data; `--controls` adds two negative "
+            "controls made from this release (frames, or words, of another video's clip). Each run writes "
             "`validation/<run>/` beside the release (its own `README.md`, `validation.json`, plots and "
             "`manifest.json`); [`validation/latest.json`](validation/latest.json) names the newest. This card "
             "and every file in `manifest.json` stay as they are: `curate verify <this folder>` checks both.", ""]
