@@ -61,3 +61,22 @@ def test_threshold_and_min_scene_len_come_from_params(tmp_path):
     assert len(detect(DEMO_DATA / f"{name}.mp4", min_scene_len_s=15.0)[0]) < len(truth)
     with pytest.raises(ValueError, match="unknown scene detector"):
         SceneCutter(detector="histogram")
+
+
+def test_the_fast_content_score_is_pyscenedetects_to_the_last_bit():
+    """curate's ContentDetector scores each frame in fewer passes; the scores (and so the cuts)
+    must be PySceneDetect's own, exactly, on every frame of every demo video."""
+    from scenedetect.common import FrameTimecode
+    from scenedetect.detectors import ContentDetector
+
+    from curate.media.scenes import fast_content_detector
+
+    compared = 0
+    for name in DEMOS:
+        _, frames = iter_frames(DEMO_DATA / f"{name}.mp4", sample_fps=1.0)
+        theirs, ours = ContentDetector(), fast_content_detector()
+        tc = FrameTimecode(timecode=0, fps=25.0)
+        for f in frames:
+            assert ours._calculate_frame_score(tc, f.small) == theirs._calculate_frame_score(tc, f.small)
+            compared += 1
+    assert compared > 3000
