@@ -40,6 +40,7 @@
       message.classList.remove("hidden");
     };
     video.addEventListener("error", cannotPlay);
+    if (video.error) cannotPlay();  // it failed before this script ran (a tiny broken file can)
     if (video.dataset.playable === "0" && !video.canPlayType("video/mpeg")) cannotPlay();
     video.addEventListener("loadedmetadata", () => { if (video.currentTime < start) video.currentTime = start; });
     const tick = () => {
