@@ -27,7 +27,7 @@ import duckdb
 from ..catalog import reviews
 from ..catalog.compact import view_files
 from ..catalog.layout import Catalog
-from ..catalog.sql_text import ident, parquet_scan
+from ..catalog.sql_text import ident, literal, parquet_scan
 from ..catalog.views import open_catalog
 
 # Stages whose rows are clips, in pipeline order: a clip's status is the first that is not ok.
@@ -184,9 +184,9 @@ class CatalogData:
             # On disk in a temp folder (compressed, paged by DuckDB's buffer manager): a big
             # catalog's clips do not all have to sit in memory.
             cache = self._cache_dir / f"clips-{uuid.uuid4().hex[:8]}.duckdb"
-            con.execute(f"SET temp_directory = {_lit(str(self._cache_dir / 'spill'))}")
-            con.execute(f"SET memory_limit = {_lit(MEMORY_LIMIT)}")
-            con.execute(f"ATTACH {_lit(str(cache))} AS cache")
+            con.execute(f"SET temp_directory = {literal(str(self._cache_dir / 'spill'))}")
+            con.execute(f"SET memory_limit = {literal(MEMORY_LIMIT)}")
+            con.execute(f"ATTACH {literal(str(cache))} AS cache")
             con.execute(f"CREATE TABLE cache.clip_scores AS {clips_sql(views, release_clips, scan)} ORDER BY clip_id")
             con.execute("CREATE OR REPLACE VIEW clip_scores AS SELECT * FROM cache.clip_scores")
             con.execute("CREATE OR REPLACE VIEW clips AS SELECT c.* EXCLUDE (_file, _row), v.verdict AS review, "
@@ -239,15 +239,11 @@ def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())[:500]
 
 
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _lock_down(con: duckdb.DuckDBPyConnection, root: Path, also: tuple[Path, ...] = ()) -> None:
     """Only the catalog's own files can be read from here on, nothing written, nothing
     attached, and no setting changed back."""
     folders = [str(root).rstrip("/") + "/"] + [str(d).rstrip("/") + "/" for d in also]
-    con.execute(f"SET allowed_directories = [{', '.join(_lit(f) for f in folders)}]")
+    con.execute(f"SET allowed_directories = [{', '.join(literal(f) for f in folders)}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..catalog.layout import Catalog
-from ..catalog.sql_text import ident
+from ..catalog.sql_text import ident, literal
 from .data import PIPELINE, BadQuery, CatalogData, run
 
 PAGE_ROWS = 50
@@ -99,7 +99,7 @@ def clip_detail(data: CatalogData, clip_id: str) -> dict | None:
         return None
     clip = rows[0]
     where = run(cur, "SELECT _file, _row FROM clip_scores WHERE clip_id = ?", [clip_id])[0]
-    seg = run(cur, f"SELECT words, frames, previous, text FROM read_parquet({_lit(where['_file'])}, "
+    seg = run(cur, f"SELECT words, frames, previous, text FROM read_parquet({literal(where['_file'])}, "
                    "file_row_number = true) WHERE file_row_number = ?", [where["_row"]])[0]
     video = {}
     if "crawl" in opened.views:
@@ -166,10 +166,6 @@ def failures(data: CatalogData, stage: str | None, code: str | None, limit: int 
         for e in g["examples"]:
             e["source_url"] = urls.get(e.get("video_id"))
     return {"groups": groups, "stage": stage, "code": code, "notices": opened.notices}
-
-
-def _lit(text: str) -> str:
-    return "'" + str(text).replace("'", "''") + "'"
 
 
 def _pretty_json(text: str | None) -> str | None:
