@@ -27,9 +27,13 @@ class TrainingProgress:
     """``with TrainingProgress(work, conditions, steps, console):`` around the training."""
 
     def __init__(self, work: Path, conditions: list[str], seeds: list[int], steps: int, console,
-                 poll_s: float = 0.5):
+                 poll_s: float = 0.5, units: dict[str, list[Path]] | None = None):
+        """``units``: each bar's training folders (default: ``work/<condition>/seed_<seed>`` per seed;
+        per-clip value passes each condition's folder in every fold)."""
         self.work, self.conditions, self.seeds = work, list(conditions), list(seeds)
-        self.steps = steps * len(self.seeds)  # a bar's total: every seed of its condition
+        self.units = units or {c: [work / c / f"seed_{s}" for s in self.seeds] for c in self.conditions}
+        self.per_unit = steps
+        self.steps = steps * len(self.units[self.conditions[0]])  # a bar's total: every unit of its condition
         self.console, self.poll_s = console, poll_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -48,13 +52,12 @@ class TrainingProgress:
             self._thread.join(timeout=10)
 
     def _state(self, condition: str) -> tuple[int, float | None, bool]:
-        """(steps done over every seed, last loss, every seed scored)."""
+        """(steps done over every unit, last loss, every unit scored)."""
         done, loss, scored = 0, None, True
-        for seed in self.seeds:
-            folder = self.work / condition / f"seed_{seed}"
+        for folder in self.units[condition]:
             doc = _read(folder / "progress.json") or {}
             here = (folder / "eval.json").is_file()
-            done += int(doc.get("step", self.steps // len(self.seeds) if here else 0))
+            done += int(doc.get("step", self.per_unit if here else 0))
             loss = doc.get("loss", loss)
             scored = scored and here
         return done, loss, scored

@@ -44,6 +44,19 @@ def scored_split(clips: list[rdata.Clip], cfg) -> str:
     return "validation" if "validation" in splits else "test"
 
 
+def tokenizer_for(train: list[rdata.Clip], cfg) -> tuple[rdata.WordTokenizer, dict, int]:
+    """(tokenizer, its spec, max stream length): for ``tiny`` a BPE trained on the training clips'
+    words alone (scored words are never part of it), else the backbone's own."""
+    if cfg.backbone == "tiny":
+        texts = [" ".join(str(w["text"]) for w in c.words) for c in train]
+        tok, tok_json = rdata.WordTokenizer.train_bpe(texts, cfg.tiny.vocab_size)
+        return tok, {"kind": "bpe", "json": tok_json}, MAX_LEN_TINY
+    from .model import load_hf_tokenizer
+
+    tok = rdata.WordTokenizer.from_hf(load_hf_tokenizer(cfg.backbone, cfg.gguf_file))
+    return tok, {"kind": "hf", "name": cfg.backbone, "gguf_file": cfg.gguf_file}, MAX_LEN_HF
+
+
 def prepare(release: Path, cfg, work: Path, console=None, control: str | None = None) -> dict:
     """Streams, visual tokens and the tokenizer, written to ``work/data.pt``; returns a summary.
     ``control`` (``frames`` | ``words``): the release's clips with frames and words cut apart first."""
@@ -65,15 +78,7 @@ def prepare(release: Path, cfg, work: Path, console=None, control: str | None = 
         raise ValueError(f"{release}: need clips with words in split {cfg.train_split!r} (training) and "
                          f"{split!r} (scored); the release has splits {found} (set validate.train_split / "
                          f"validate.eval_split, or release.splits)")
-    if cfg.backbone == "tiny":
-        texts = [" ".join(str(w["text"]) for w in c.words) for c in train]
-        tok, tok_json = rdata.WordTokenizer.train_bpe(texts, cfg.tiny.vocab_size)
-        tok_spec, max_len = {"kind": "bpe", "json": tok_json}, MAX_LEN_TINY
-    else:
-        from .model import load_hf_tokenizer
-
-        tok = rdata.WordTokenizer.from_hf(load_hf_tokenizer(cfg.backbone, cfg.gguf_file))
-        tok_spec, max_len = {"kind": "hf", "name": cfg.backbone, "gguf_file": cfg.gguf_file}, MAX_LEN_HF
+    tok, tok_spec, max_len = tokenizer_for(train, cfg)
     eval_ids = {c.clip_id for c in ev}
     base = {c.clip_id: rdata.stream(c, tok, max_len) for c in ev}
     questions = [{"clip_id": q.clip_id, "answer": q.answer,
@@ -94,7 +99,7 @@ def prepare(release: Path, cfg, work: Path, console=None, control: str | None = 
             "notes": rd.notes, **({"control": control} if control else {})}
 
 
-def _work_key(release: Path, cfg, control: str | None = None) -> str:
+def work_key(release: Path, cfg, control: str | None = None) -> str:
     """What a resumable work folder belongs to: the release's clips, the settings, the control."""
     from ..catalog.files import sha256_file
 
@@ -115,7 +120,7 @@ def run(release: Path, cfg, work: Path, console, conditions=CONDITIONS, control:
     from .train import train_loop
 
     t0 = time.perf_counter()
-    key = _work_key(release, cfg, control)
+    key = work_key(release, cfg, control)
     if work.is_dir() and (work / "key").is_file() and (work / "key").read_text() != key:
         shutil.rmtree(work)  # left by other settings or another release: not resumable
     work.mkdir(parents=True, exist_ok=True)

@@ -149,11 +149,11 @@ def train_loop(config: dict) -> None:
         model = ray.train.torch.prepare_model(core, parallel_strategy_kwargs={"find_unused_parameters": True})
         for condition in todo:
             core.load_state_dict(initial)
-            _run_condition(cfg, data, unit_folder(work, condition, seed), condition, seed, rank, world, device,
+            run_condition(cfg, data, unit_folder(work, condition, seed), condition, seed, rank, world, device,
                            core, model)
 
 
-def _run_condition(cfg, data: dict, folder: Path, condition: str, seed: int, rank: int, world: int, device,
+def run_condition(cfg, data: dict, folder: Path, condition: str, seed: int, rank: int, world: int, device,
                    core, model) -> None:
     import ray.train
 
@@ -224,6 +224,12 @@ def _run_condition(cfg, data: dict, folder: Path, condition: str, seed: int, ran
         os.replace(tmp, folder / "eval.json")
 
 
+def _per_word(nll, mask, word, n_words: int) -> list[float]:
+    """Each word's nats (its tokens' summed), from one row of word_nll's output."""
+    at = word[1:][mask].cpu().numpy()
+    return np.bincount(at, weights=nll[mask].double().cpu().numpy(), minlength=int(n_words)).round(5).tolist()
+
+
 @torch.no_grad()
 def evaluate(core, data: dict, condition: str, device, batch: int = 16, seed: int | None = None) -> dict:
     """Per-clip word nats on the scored split (with each clip's video, the bootstrap's cluster);
@@ -232,6 +238,7 @@ def evaluate(core, data: dict, condition: str, device, batch: int = 16, seed: in
 
     core.eval()
     blind = condition == "none"
+    per_word = bool(data.get("per_word"))
     ev = data["eval"]
     videos = dict(zip(ev["clip_ids"], ev.get("video_ids") or ev["clip_ids"]))
     clips = []
@@ -245,6 +252,21 @@ def evaluate(core, data: dict, condition: str, device, batch: int = 16, seed: in
         for b, clip_id in enumerate(ids_):
             clips.append({"clip_id": clip_id, "video_id": videos[clip_id], "nats": float(nll[b].sum()),
                           "words": int(streams[b].n_words), "tokens": int(mask[b].sum())})
+            if per_word:  # each word's nats (its tokens summed): per-clip value bootstraps over them
+                clips[-1]["word_nats"] = _per_word(nll[b], mask[b], word[b], streams[b].n_words)
+        donors = data.get("donors") if condition == "aligned" else None
+        if donors:  # the same model, each clip's words under frames of other videos' clips (value.py)
+            for b, clip_id in enumerate(ids_):
+                own = data["vis"][clip_id]
+                runs = []
+                for d in donors[clip_id]:
+                    v = np.asarray(data["vis"][d])[np.arange(len(own)) % max(len(data["vis"][d]), 1)]
+                    t = collate([streams[b]], [v], [None], device)
+                    with _autocast(device):
+                        lg = core(t[0], t[1], t[2], t[3], blind)
+                    dn, _ = word_nll(lg, t[0], t[4])
+                    runs.append(round(float(dn[0].sum()), 5))
+                clips[len(clips) - len(ids_) + b]["nats_other_frames"] = runs  # one total per donor
     qa = []
     for q in data["questions"]:
         scores = []
