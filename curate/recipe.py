@@ -65,6 +65,28 @@ class ReviewConfig(BaseModel):
     only_reviewed: bool = Field(False, description="release only clips whose latest verdict is keep")
 
 
+class ValueFilterConfig(BaseModel):
+    """``release.value``: leave out clips by their per-clip value, from the ``clip_value`` table
+    that `curate value` wrote for an earlier release (clip ids carry over between releases)."""
+
+    model_config = ConfigDict(extra="forbid")
+    from_release: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                                     description="the release whose clip_value decides (default: the newest "
+                                                 "release that has one)")
+    min_visual_gain: float | None = Field(None, description="leave out clips whose visual gain (nats per word, "
+                                                            "none - aligned) is below this")
+    max_loss_percentile: float | None = Field(None, ge=0, le=100, description="leave out clips whose aligned loss "
+                                              "per word is above this percentile of that release's clips")
+    drop_flagged: list[Literal["frames_do_not_help", "unlearnable"]] = Field(
+        [], description="leave out clips with these flags of that release's clip_value")
+    splits: list[str] = Field(["train"], min_length=1, description="the splits it applies to; by default only "
+                              "train, so both releases' validations score the same held-out clips")
+
+    @property
+    def active(self) -> bool:
+        return self.min_visual_gain is not None or self.max_loss_percentile is not None or bool(self.drop_flagged)
+
+
 class ReleaseConfig(BaseModel):
     """``release:``: what `curate release` builds from the recipe's tables."""
 
@@ -79,6 +101,7 @@ class ReleaseConfig(BaseModel):
     card: CardConfig = CardConfig()
     gate: GateConfig = GateConfig()
     review: ReviewConfig = ReviewConfig()
+    value: ValueFilterConfig = ValueFilterConfig()
     exports: list[Literal["stream", "sft"]] = ["stream", "sft"]
     stream_query: str = "Please comment on the video in real time."
     media: Literal["reference", "copy", "hardlink"] = "reference"
@@ -135,6 +158,12 @@ class ValidateConfig(BaseModel):
     max_seconds: int = Field(120, ge=1, le=100_000, description="seconds of a clip fed to the model (the rest "
                                                                 "is cut)")
     bootstrap: int = Field(2000, ge=100, le=1_000_000, description="bootstrap resamples for the 95% intervals")
+    value_folds: int = Field(5, ge=2, le=100, description="`curate value`: folds of videos; each clip is scored by "
+                                                          "the models trained on the other folds")
+    value_donors: int = Field(19, ge=1, le=1000, description="`curate value`: clips of other videos whose frames "
+                                                             "each clip's words are also scored under")
+    value_fence_iqr: float = Field(3.0, gt=0, le=100, description="`curate value`: a clip is unlearnable above "
+                                                                  "Q3 + this x IQR of the release's loss per word")
 
 
 class KeepMedia(BaseModel):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from . import reviews
 from .compact import ViewFiles, subfolders, view_files
 from .layout import Catalog
-from .sql_text import ident, parquet_scan
+from .sql_text import ident, literal, parquet_scan
 from .stage_dir import StageDir
 from .storage import is_object_path
 
@@ -170,7 +170,8 @@ def connect(catalog_root: Path) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
 
 def _release_views(con: duckdb.DuckDBPyConnection, releases: Path) -> list[str]:
     """``release_<config>`` for the latest release, ``release_<version>_<config>`` for each,
-    and ``release_annotations`` (every task), each with a ``split`` column from the file name."""
+    and ``release_annotations`` (every task), each with a ``split`` column from the file name;
+    ``release_<version>_clip_value`` per valued release and ``clip_value`` for the newest."""
     versions = sorted((p for p in releases.glob("*") if (p / "manifest.json").is_file()),
                       key=lambda p: ((p / "manifest.json").stat().st_mtime, p.name)) if releases.is_dir() else []
     views = []
@@ -192,4 +193,11 @@ def _release_views(con: duckdb.DuckDBPyConnection, releases: Path) -> list[str]:
                 con.execute(f"CREATE OR REPLACE VIEW {ident(prefix + 'annotations')} AS "
                             + " UNION ALL BY NAME ".join(tasks))
                 views.append(prefix + "annotations")
-    return views
+        value = folder / "value" / "clip_value.parquet"
+        if value.is_file() and (folder / "value" / "manifest.json").is_file():
+            select = f"SELECT *, {literal(folder.name)} AS release FROM {parquet_scan([str(value)])}"
+            for name in [f"release_{re.sub(r'[^A-Za-z0-9_]', '_', folder.name)}_clip_value", "clip_value"]:
+                # ``clip_value``: the newest release that has one (`curate value`)
+                con.execute(f"CREATE OR REPLACE VIEW {ident(name)} AS {select}")
+                views.append(name)
+    return list(dict.fromkeys(views))

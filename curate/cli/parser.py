@@ -9,7 +9,7 @@ import logging
 from ..console import EXIT_INTERRUPTED, err_console
 from .catalog_commands import cmd_diff, cmd_sql, cmd_status, cmd_verify
 from .demo_commands import cmd_demo, cmd_demo_serve, cmd_llm_serve
-from .recipe_commands import cmd_check, cmd_release, cmd_run, cmd_validate
+from .recipe_commands import cmd_check, cmd_release, cmd_run, cmd_validate, cmd_value
 from .view_commands import cmd_view
 
 
@@ -107,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "release (frames of another video; words of another "
                                                            "clip) and say whether its gains sit above theirs")
     p.set_defaults(fn=cmd_validate)
+
+    p = sub.add_parser("value", help="score every clip of a release with reference models that never trained on "
+                                     "it (cross-fitted): which clips' frames do not help, which words are unlearnable")
+    p.add_argument("release", help="a release folder, or a recipe (its latest release, or --version)")
+    p.add_argument("--version", default=None, help="the recipe's release to score (default: the newest)")
+    p.add_argument("--steps", type=int, default=None, help="override validate.steps")
+    p.add_argument("--folds", type=int, default=None, help="override validate.value_folds")
+    p.set_defaults(fn=cmd_value)
 
     p = sub.add_parser("demo", help="serve the demo site on loopback, run the demo recipe, show a query")
     p.add_argument("--port", type=int, default=8765)

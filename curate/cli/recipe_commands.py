@@ -1,4 +1,4 @@
-"""`curate check`, `run`, `release`, `qa` and `validate`: the commands given a recipe."""
+"""`curate check`, `run`, `release`, `qa`, `validate` and `value`: the commands given a recipe."""
 
 from __future__ import annotations
 
@@ -64,15 +64,24 @@ def cmd_release(args) -> int:
     return release(recipe, args.version, console) if args.fn_name == "release" else qa(recipe, console)
 
 
-def cmd_validate(args) -> int:
+def _recipe_loader(path):
+    """load_recipe, its errors as ValueError (the refmodel commands refuse with those)."""
     from ..recipe import RecipeError, load_recipe
+
+    try:
+        return load_recipe(path)
+    except RecipeError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def cmd_validate(args) -> int:
     from ..refmodel.command import validate
 
-    def load(path):
-        try:
-            return load_recipe(path)
-        except RecipeError as exc:
-            raise ValueError(str(exc)) from None
-
-    return validate(args.release, args.version, args.out, args.steps, console, load,
+    return validate(args.release, args.version, args.out, args.steps, console, _recipe_loader,
                     controls=getattr(args, "controls", False))
+
+
+def cmd_value(args) -> int:
+    from ..refmodel.command import value
+
+    return value(args.release, args.version, args.steps, args.folds, console, _recipe_loader)

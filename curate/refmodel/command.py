@@ -3,6 +3,7 @@ run the protocol, write the report."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shutil
@@ -62,14 +63,9 @@ def _control_work(work: Path, name: str) -> Path:
     return work.with_name(f"{work.name}-control-{name}")
 
 
-def validate(target: str, version: str | None, out: str | None, steps: int | None, console, load_recipe,
-             controls: bool = False) -> int:
-    """``target``: a release folder, or a recipe (its catalog's latest release, or ``version``);
-    ``controls``: also the negative controls built from it (controls.py), compared in validation.json."""
-    from ..devices import DeviceUnavailable
-    from ..run.cluster import ClusterUnreachable, init_ray
-    from . import protocol, report
-
+def resolve_target(target: str, version: str | None, console, load_recipe, command: str):
+    """(release folder, its validate settings, the recipe or None) of a release folder or a
+    recipe (its catalog's newest release, or ``version``); None after saying why not."""
     path = Path(target)
     recipe = None
     try:
@@ -82,46 +78,88 @@ def validate(target: str, version: str | None, out: str | None, steps: int | Non
             cfg = release_settings(release)
         else:
             console.print(styled(f"{path} is neither a release folder (with manifest.json) nor a recipe", "red"))
-            return EXIT_BAD_RECIPE
+            return None
     except (FileNotFoundError, ValueError) as exc:
-        console.print(styled("validate refused", "red", f": {exc}"), highlight=False)
+        console.print(styled(f"{command} refused", "red", f": {exc}"), highlight=False)
+        return None
+    return release.resolve(), cfg, recipe
+
+
+@contextlib.contextmanager
+def local_ray(recipe):
+    """Ray for the training: the recipe's cluster, else a local one (stopped after)."""
+    import ray
+
+    from ..run.cluster import init_ray
+
+    started = False
+    if not ray.is_initialized():
+        ray_cfg = recipe.ray if recipe is not None else None
+        # The workers' output stays in Ray's logs: progress comes from refmodel.progress.
+        init_ray(ray_cfg.address if ray_cfg else None, ray_cfg.num_cpus if ray_cfg else None,
+                 ray_cfg.connect_timeout_s if ray_cfg else 30.0, include_dashboard=False,
+                 log_to_driver=False, logging_level=logging.ERROR)
+        started = True
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _value_filter_before(release: Path) -> dict:
+    """For a release built with ``release.value``: the release whose per-clip value decided, and
+    its newest validation's figures, so this validation's card sets the two side by side."""
+    import json
+
+    from ..catalog.validations import validation_figures
+
+    try:
+        vf = json.loads((release / "manifest.json").read_text()).get("value_filter")
+    except (OSError, ValueError):
+        return {}
+    if not vf:
+        return {}
+    return {"value_filter": {"release": vf["release"], "removed": vf["removed"], "splits": vf["splits"],
+                             "validation": validation_figures(release.parent / vf["release"])}}
+
+
+def validate(target: str, version: str | None, out: str | None, steps: int | None, console, load_recipe,
+             controls: bool = False) -> int:
+    """``target``: a release folder, or a recipe (its catalog's latest release, or ``version``);
+    ``controls``: also the negative controls built from it (controls.py), compared in validation.json."""
+    from ..devices import DeviceUnavailable
+    from ..run.cluster import ClusterUnreachable
+    from . import protocol, report
+
+    found = resolve_target(target, version, console, load_recipe, "validate")
+    if found is None:
         return EXIT_BAD_RECIPE
+    release, cfg, recipe = found
     if steps is not None:
         cfg = cfg.model_copy(update={"steps": steps})
-    release = release.resolve()
     # Beside the release, never in it: validation/<run>/ with its own manifest; the work folder
     # is shared by the runs of one release, so a killed run resumes whatever its run id.
     run_id = new_validation_id()
     out_dir = Path(out).resolve() if out else release / "validation" / run_id
     work = (Path(out).resolve() if out else release / "validation") / "_work"
-    import ray
-
-    started = False
     try:
-        if not ray.is_initialized():
-            ray_cfg = recipe.ray if recipe is not None else None
-            # The workers' output stays in Ray's logs: progress comes from refmodel.progress.
-            init_ray(ray_cfg.address if ray_cfg else None, ray_cfg.num_cpus if ray_cfg else None,
-                     ray_cfg.connect_timeout_s if ray_cfg else 30.0, include_dashboard=False,
-                     log_to_driver=False, logging_level=logging.ERROR)
-            started = True
-        doc = protocol.run(release, cfg, work, console)
-        if controls:
-            from . import controls as ctl
+        with local_ray(recipe):
+            doc = protocol.run(release, cfg, work, console)
+            if controls:
+                from . import controls as ctl
 
-            done = {name: protocol.run(release, cfg, _control_work(work, name), console, control=name)
-                    for name in ctl.CONTROLS}
-            doc["controls"] = ctl.compare(doc, done)
+                done = {name: protocol.run(release, cfg, _control_work(work, name), console, control=name)
+                        for name in ctl.CONTROLS}
+                doc["controls"] = ctl.compare(doc, done)
     except ClusterUnreachable as exc:
         console.print(styled(str(exc), "red"), highlight=False)
         return EXIT_ERRORS
     except (ValueError, DeviceUnavailable) as exc:
         console.print(styled("validate refused", "red", f": {exc}"), highlight=False)
         return EXIT_BAD_RECIPE
-    finally:
-        if started:
-            ray.shutdown()
     doc["release_version"] = release.name
+    doc |= _value_filter_before(release)
     if controls:
         from .controls import CONTROLS
 
@@ -135,4 +173,50 @@ def validate(target: str, version: str | None, out: str | None, steps: int | Non
         console.print(line, highlight=False)
     console.print(f"validation: {out_dir / 'validation.json'}")
     console.print(f"its card: {out_dir / 'README.md'}")
+    return EXIT_OK
+
+
+def value(target: str, version: str | None, steps: int | None, folds: int | None, console, load_recipe) -> int:
+    """`curate value`: every clip of the release scored by cross-fitted reference models
+    (value.py), written to ``<release>/value/``; a killed run resumes."""
+    from ..devices import DeviceUnavailable
+    from ..run.cluster import ClusterUnreachable
+    from . import value as cv
+    from . import value_report
+
+    found = resolve_target(target, version, console, load_recipe, "value")
+    if found is None:
+        return EXIT_BAD_RECIPE
+    release, cfg, recipe = found
+    update = {k: v for k, v in (("steps", steps), ("value_folds", folds)) if v is not None}
+    if update:
+        from pydantic import ValidationError
+
+        from ..recipe import ValidateConfig
+
+        try:
+            cfg = ValidateConfig.model_validate(cfg.model_dump() | update)
+        except ValidationError as exc:
+            why = "; ".join(f"validate.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            console.print(styled("value refused", "red", f": {why}"), highlight=False)
+            return EXIT_BAD_RECIPE
+    out = release / cv.VALUE
+    work = out / "_work"
+    try:
+        with local_ray(recipe):
+            doc = cv.run(release, cfg, work, console)
+    except ClusterUnreachable as exc:
+        console.print(styled(str(exc), "red"), highlight=False)
+        return EXIT_ERRORS
+    except (ValueError, DeviceUnavailable) as exc:
+        console.print(styled("value refused", "red", f": {exc}"), highlight=False)
+        return EXIT_BAD_RECIPE
+    value_report.write(doc, out)
+    shutil.rmtree(work, ignore_errors=True)
+    c, f = doc["counts"], doc["fence"]
+    console.print(f"{c['valued']} clips valued in {doc['folds']} folds: {c['frames_do_not_help']} flagged "
+                  f"frames_do_not_help (frame gain's interval not above 0), {c['unlearnable']} unlearnable (loss "
+                  f"per word over {f['loss_per_word']:.3f}, Q3 + {f['iqr_multiple']:g} x IQR)", highlight=False)
+    console.print(f"table: {out / cv.TABLE}  (curate sql: clip_value)")
+    console.print(f"its card: {out / 'README.md'}")
     return EXIT_OK

@@ -63,3 +63,36 @@ def compare(doc: dict, controls: dict[str, dict]) -> dict:
         out[name] = {"loss_per_word": c["loss_per_word"], "gains": c["gains"], "real_above": above,
                      "eval_clips": c["data"]["eval_clips"], "notes": c.get("notes", [])}
     return out
+
+
+def swap_words_copy(release, out, fraction: float, seed: int = 0) -> list[str]:
+    """A copy of the release folder at ``out`` in which ``fraction`` of the clips (chosen by
+    ``seed``) carry the words of a clip of another video, moved into their own time (words that
+    would end after the clip are dropped); returns the corrupted clip ids. The copy sits beside the
+    release (the same catalog), so its frames are still each clip's own: only the pairing breaks.
+    For benches and tests of the per-clip value flags."""
+    import shutil
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    release, out = Path(release), Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(release, out, ignore=shutil.ignore_patterns("validation", "value"))
+    files = sorted((out / "data" / "clips").glob("*.parquet"))
+    tables = {f: pq.read_table(f).to_pylist() for f in files}
+    rows = [(f, i, r) for f, t in tables.items() for i, r in enumerate(t)]
+    rng = random.Random(f"swap:{seed}")
+    with_words = [x for x in rows if x[2]["words"]]
+    chosen = rng.sample(with_words, round(fraction * len(with_words)))
+    for f, i, r in chosen:
+        donor = rng.choice([d for _, _, d in with_words if d["video_id"] != r["video_id"]])
+        shift = r["start_s"] - donor["start_s"]
+        words = [dict(w, start_s=w["start_s"] + shift, end_s=w["end_s"] + shift) for w in donor["words"]
+                 if w["end_s"] + shift <= r["end_s"]]
+        tables[f][i] = dict(r, words=words, text=" ".join(w["text"] for w in words), n_words=len(words))
+    for f, t in tables.items():
+        pq.write_table(pa.Table.from_pylist(t, schema=pq.read_schema(f)), f)
+    return sorted(r["clip_id"] for _, _, r in chosen)

@@ -142,6 +142,7 @@ def card_section(doc: dict, plots: list[str], title: str = "Does this data teach
              "| gain | nats per word | 95% CI |", "|---|---|---|",
              *[f"| {name} ({g['minus']} - aligned) | {g['nats_per_word']:.3f} | {g['ci95'][0]:.3f} to "
                f"{g['ci95'][1]:.3f} |" for name, g in doc["gains"].items()], ""]
+    lines += value_filter_lines(doc)
     if doc.get("per_seed"):
         names = list(doc["gains"])
         lines += ["Per seed:", "", "| seed | " + " | ".join(f"loss {k}" for k in loss) + " | "
@@ -156,6 +157,31 @@ def card_section(doc: dict, plots: list[str], title: str = "Does this data teach
     lines += ["", f"Details: `validation.json` ({doc['hardware'].get('device')}, {doc['seconds']:.0f} s); "
               "every file here is listed with its sha256 in `manifest.json`.", ""]
     return "\n".join(lines)
+
+
+def value_filter_lines(doc: dict) -> list[str]:
+    """A release built by ``release.value``: its gains beside those of the release it was filtered from."""
+    vf = doc.get("value_filter")
+    if not vf:
+        return []
+    name, mine = vf["release"], doc.get("release_version", "this release")
+    head = (f"This release is {name} less {vf['removed']} clip(s) of split(s) {', '.join(vf['splits'])} by their "
+            f"per-clip value (`release.value`).")
+    before = vf.get("validation")
+    if not before:
+        return [head + f" {name} has no validation to compare with (`curate validate` it).", ""]
+
+    def fig(g: dict | None) -> str:
+        if not g or g.get("nats_per_word") is None:
+            return "–"
+        lo, hi = g.get("ci95") or (None, None)
+        return f"{g['nats_per_word']:.3f} ({lo:.3f} to {hi:.3f})" if lo is not None else f"{g['nats_per_word']:.3f}"
+
+    kinds = list(dict.fromkeys([*doc["gains"], *before["gains"]]))
+    return [head + " Both validations, side by side:", "",
+            f"| gain (nats per word, 95% CI) | {name}, before the filter (run {before['run']}) | {mine}, after |",
+            "|---|---|---|", *[f"| {k} | {fig(before['gains'].get(k))} | {fig(doc['gains'].get(k))} |" for k in kinds],
+            ""]
 
 
 LATEST = "latest.json"

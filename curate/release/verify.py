@@ -1,10 +1,11 @@
 """``curate verify RELEASE``: is the release exactly what its manifest says?
 
 Every file the manifest lists must be there with its size and sha256, and no
-other file may sit in the release, except under ``validation/``: validations
-are written beside the release's own files, each run in ``validation/<run>/``
-with a manifest of its own, checked the same way, and ``validation/latest.json``
-pointing at the newest.
+other file may sit in the release, except under ``validation/`` and ``value/``:
+validations are written beside the release's own files, each run in
+``validation/<run>/`` with a manifest of its own, checked the same way, and
+``validation/latest.json`` pointing at the newest; `curate value` writes
+``value/`` with its manifest (its ``_work/`` folder is a run in progress).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from ..catalog.files import sha256_file
 
 VALIDATIONS = "validation"
+VALUE = "value"
 
 
 def _check(folder: Path, manifest: Path, skip: set[str]) -> tuple[int, list[str]]:
@@ -39,8 +41,11 @@ def _check(folder: Path, manifest: Path, skip: set[str]) -> tuple[int, list[str]
 
 
 def verify_release(release: Path) -> tuple[int, list[str]]:
-    """(files checked, problems) of the release and of each of its validations."""
-    checked, problems = _check(release, release / "manifest.json", skip={VALIDATIONS})
+    """(files checked, problems) of the release, of each of its validations and of its value table."""
+    checked, problems = _check(release, release / "manifest.json", skip={VALIDATIONS, VALUE})
+    if (release / VALUE / "manifest.json").is_file():
+        n, bad = _check(release / VALUE, release / VALUE / "manifest.json", skip={"_work"})
+        checked, problems = checked + n, problems + bad
     validations = release / VALIDATIONS
     if validations.is_dir():
         # A run folder has its own manifest (a validation from before them, e.g. validation/plots/,

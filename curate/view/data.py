@@ -83,6 +83,14 @@ def clips_sql(views: set[str], release_clips: str | None, segment_scan: str = "s
         cols += ["d.duplicate_of", "d.nearest_cosine"]
     else:
         cols += ["NULL::VARCHAR AS duplicate_of", "NULL::FLOAT AS nearest_cosine"]
+    if "clip_value" in views:  # `curate value` on the newest valued release
+        joins.append("LEFT JOIN clip_value v ON v.clip_id = s.clip_id")
+        cols += ["v.visual_gain", "v.frame_gain", "v.loss_percentile AS value_loss_percentile",
+                 "concat_ws(', ', CASE WHEN v.frames_do_not_help THEN 'frames_do_not_help' END, "
+                 "CASE WHEN v.unlearnable THEN 'unlearnable' END) AS value_flags", "v.release AS value_release"]
+    else:
+        cols += ["NULL::DOUBLE AS visual_gain", "NULL::DOUBLE AS frame_gain", "NULL::DOUBLE AS value_loss_percentile",
+                 "NULL::VARCHAR AS value_flags", "NULL::VARCHAR AS value_release"]
     if release_clips:
         joins.append(f"LEFT JOIN (SELECT clip_id, any_value(split) AS split FROM {ident(release_clips)} "
                      f"GROUP BY clip_id) r ON r.clip_id = s.clip_id")

@@ -14,7 +14,7 @@ PAGE_ROWS = 50
 STATUSES = ("ok", "filtered", "failed", "transient")
 # Columns of the clips table, in order, and how each is shown (the sort keys allowed).
 CLIP_TABLE = ("clip_id", "title", "start_s", "duration_s", "n_words", "words_per_second", "sim_mean", "wer",
-              "lm_loss", "duplicate_of", "split", "status", "error_code", "review")
+              "lm_loss", "duplicate_of", "visual_gain", "value_flags", "split", "status", "error_code", "review")
 VIDEO_STAGES = ("crawl", "transcribe")  # their rows are videos; the later stages' are clips
 
 
