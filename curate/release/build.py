@@ -32,9 +32,10 @@ from rich.text import Text
 from .. import __version__
 from ..catalog.layout import Catalog
 from ..catalog.files import atomic_write_json, sha256_file
+from ..catalog.validations import validation_figures
 from ..console import styled
 from ..recipe import Recipe, ReleaseConfig
-from . import card, croissant, diff, exports, gate, plots, splits, tables
+from . import card, croissant, diff, exports, gate, plots, splits, tables, value_filter
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -53,6 +54,7 @@ class Build:
     split_names: list[str]
     results: list[gate.Result] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    value: dict | None = None  # what release.value left out (value_filter.summary)
 
     @contextlib.contextmanager
     def timed(self, step: str):
@@ -103,6 +105,7 @@ def build_tables(recipe: Recipe, cfg: ReleaseConfig, tmp: Path) -> Build:
     views = tables.stage_views(con, Catalog(recipe.catalog), fps, recipe.shards)
     splits.load_inputs(con, cfg)
     tables.load_reviews(con, Catalog(recipe.catalog).root)
+    value_source = value_filter.load(con, Catalog(recipe.catalog).root / "releases", cfg.value)
     tables.build_tables(con, views, fps, cfg)
     found = [r[0] for r in con.execute("SELECT DISTINCT split FROM work_splits ORDER BY 1").fetchall()]
     split_names = list(cfg.splits) + [s for s in found if s not in cfg.splits]
@@ -110,7 +113,8 @@ def build_tables(recipe: Recipe, cfg: ReleaseConfig, tmp: Path) -> Build:
     tables.release_views(con, tmp, configs)
     tables.stage_counts(con, views)
     gate.helper_tables(con, cfg.gate, views)
-    return Build(tmp, con, views, fps, configs, split_names, timings={"tables": time.perf_counter() - t0})
+    return Build(tmp, con, views, fps, configs, split_names, timings={"tables": time.perf_counter() - t0},
+                 value=value_filter.summary(con, cfg.value, value_source))
 
 
 def _print_results(console: Console, results: list[gate.Result], failed: list[gate.Result]) -> None:
@@ -210,7 +214,9 @@ def _publish(recipe: Recipe, cfg: ReleaseConfig, b: Build, version: str, console
                        recipe_yaml=recipe_text, fingerprints=b.fps, versions=_versions(catalog, b.fps),
                        results=b.results, exports=written, absent_exports=absent, configs=b.configs,
                        review=tables.review_summary(con), review_config=cfg.review, changes=changes,
-                       word_times=tables.word_times(con))
+                       word_times=tables.word_times(con), value=b.value,
+                       value_validation=validation_figures(catalog.root / "releases" / b.value["release"])
+                       if b.value else None)
     (tmp / "README.md").write_text(text)
     atomic_write_json(tmp / "qa_report.json", {"version": version, "checks": [r.as_dict() for r in b.results]})
     m = re.fullmatch(r"v(\d+)", version)
@@ -228,7 +234,7 @@ def _publish(recipe: Recipe, cfg: ReleaseConfig, b: Build, version: str, console
     with b.timed("manifest"):
         doc = _manifest(tmp)
     atomic_write_json(tmp / "manifest.json", {"name": recipe.name, "version": version, "fingerprints": b.fps,
-                                              **doc})
+                                              **({"value_filter": b.value} if b.value else {}), **doc})
 
 
 def _say_outside_the_data(recipe: Recipe, console: Console) -> None:

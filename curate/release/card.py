@@ -66,7 +66,8 @@ def render(*, front: dict, name: str, version: str, release, funnel: list[dict],
            decontaminated: int, plots: list[tuple[str, str]], recipe_yaml: str, fingerprints: dict,
            versions: dict, results: list, exports: dict[str, dict[str, int]], configs: dict,
            absent_exports: dict[str, str] | None = None, review: dict | None = None,
-           review_config=None, changes: list[str] | None = None, word_times: dict | None = None) -> str:
+           review_config=None, changes: list[str] | None = None, word_times: dict | None = None,
+           value: dict | None = None, value_validation: dict | None = None) -> str:
     card = release.card
     out = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
     out += [f"# {card.pretty_name or name} ({version})", ""]
@@ -94,6 +95,7 @@ def render(*, front: dict, name: str, version: str, release, funnel: list[dict],
         out += [f"Decontamination: {decontaminated} video(s) of the list `{release.decontaminate.name}` were "
                 "found in the catalog and left out of every split.", ""]
     out += review_section(review, review_config)
+    out += value_section(value, value_validation, version)
     out += changes or []
     out += ["## Plots", ""] + [f"![{cap}]({path})\n\n*{cap}*\n" for path, cap in plots]
     out += ["## Quality checks", "", "Every check in `qa_checks/` ran over this release's tables "
@@ -135,6 +137,42 @@ def render(*, front: dict, name: str, version: str, release, funnel: list[dict],
             "Versions:", "", table(["package", "version"], [[k, v] for k, v in versions.items()]), "",
             "The recipe as run:", "", "```yaml", recipe_yaml.rstrip(), "```", ""]
     return "\n".join(out)
+
+
+def _gain(g: dict | None) -> str:
+    if not g or g.get("nats_per_word") is None:
+        return "–"
+    lo, hi = g.get("ci95") or (None, None)
+    return f"{g['nats_per_word']:+.3f}" + (f" (95% CI {lo:+.3f} to {hi:+.3f})" if lo is not None else "")
+
+
+def value_section(value: dict | None, validation: dict | None, version: str) -> list[str]:
+    """``release.value``: which release's per-clip value decided, the rules, what they removed, and
+    that release's validation beside the one `curate validate` writes for this one."""
+    if not value:
+        return []
+    rules = [r for r in (f"visual gain under {value['min_visual_gain']:g} nats per word"
+                         if value["min_visual_gain"] is not None else None,
+                         f"aligned loss per word above the {value['max_loss_percentile']:g}th percentile"
+                         if value["max_loss_percentile"] is not None else None) if r]
+    rules += [f"flagged `{f}`" for f in value.get("drop_flagged") or []]
+    out = ["## Per-clip value filter", "",
+           f"`release.value` left out the clips of split(s) {', '.join(value['splits'])} whose per-clip value in "
+           f"{value['release']} (`curate value`: {value['folds']} cross-fitted folds, backbone `{value['backbone']}`) "
+           f"was {' or '.join(rules)}: **{value['removed']}** of {value['considered']} clip(s) removed; "
+           f"{value['not_valued']} clip(s) had no value there and were kept. Every removed clip and its reason is "
+           "in `diff.json`.", ""]
+    if value["by_rule"]:
+        out += [table(["split", "rule", "clips"], [[r["split"], r["rule"], r["clips"]] for r in value["by_rule"]]), ""]
+    if validation:
+        out += [f"Validation of {value['release']} (run {validation['run']}), before the filter: visual gain "
+                f"{_gain(validation['gains'].get('visual'))}, temporal gain {_gain(validation['gains'].get('temporal'))}. "
+                f"`curate validate` on {version} writes its figures beside these in its own card, on the same "
+                "held-out clips when the filter spared the held-out splits.", ""]
+    else:
+        out += [f"{value['release']} has no validation: `curate validate` it and {version} to see whether the filter "
+                "helped.", ""]
+    return out
 
 
 def review_section(review: dict | None, config) -> list[str]:

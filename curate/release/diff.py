@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 
 from ..catalog.sql_text import parquet_scan
+from ..catalog.validations import validation_figures
 
 CLIP_STAGES = ("segment", "filter", "dedup", "quality")
 SCORES = (("sim_mean", "CLIP similarity (mean)"), ("words_per_second", "words per second"),
@@ -64,10 +65,13 @@ def _annotations(con: duckdb.DuckDBPyConnection, release: Path, table: str) -> N
 def removal_reasons(con: duckdb.DuckDBPyConnection, views: list[str]) -> None:
     """``removed_why``(clip_id, video_id, split, stage, reason) for each clip of ``old_clips``
     that ``work_clips`` lacks, from the work database of the release being built."""
-    arms = ["WHEN r.clip_id IS NOT NULL THEN 'review'", "WHEN dc.video_id IS NOT NULL THEN 'decontaminate'"]
+    arms = ["WHEN r.clip_id IS NOT NULL THEN 'review'", "WHEN vr.clip_id IS NOT NULL THEN 'value'",
+            "WHEN dc.video_id IS NOT NULL THEN 'decontaminate'"]
     reasons = ["WHEN r.clip_id IS NOT NULL THEN 'verdict ' || r.verdict || coalesce(': ' || r.reason, '')",
+               "WHEN vr.clip_id IS NOT NULL THEN vr.reason",
                "WHEN dc.video_id IS NOT NULL THEN 'on the decontamination list'"]
     joins = ["LEFT JOIN review_removed r ON r.clip_id = o.clip_id",
+             "LEFT JOIN value_removed vr ON vr.clip_id = o.clip_id",
              "LEFT JOIN (SELECT DISTINCT video_id FROM decontaminated) dc ON dc.video_id = o.video_id"]
     for stage in CLIP_STAGES:
         if stage in views:
@@ -141,17 +145,6 @@ def is_empty(diff: dict) -> bool:
     """Nothing was added, removed, moved or changed."""
     return not (diff["added"] or diff["removed"] or diff["moved"]
                 or any(a["added"] or a["removed"] or a["changed"] for a in diff["annotations"]))
-
-
-def validation_figures(release: Path) -> dict | None:
-    """The newest validation's gains (nats per word, with their intervals), if any."""
-    latest = _read(release / "validation" / "latest.json")
-    doc = _read(release / "validation" / latest["validation"]) if latest and latest.get("validation") else None
-    if not doc:
-        return None
-    return {"run": latest.get("run"), "verdict": doc.get("verdict"),
-            "gains": {k: {"nats_per_word": g.get("nats_per_word"), "ci95": g.get("ci95")}
-                      for k, g in (doc.get("gains") or {}).items()}}
 
 
 def plot_scores(con: duckdb.DuckDBPyConnection, path: Path, old_name: str, new_name: str) -> bool:

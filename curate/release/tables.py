@@ -19,6 +19,7 @@ from ..catalog.layout import Catalog
 from ..catalog.sql_text import ident, parquet_scan
 from ..paths import schema_path
 from ..schemas import arrow_fields
+from . import value_filter
 from .splits import decontam_match, split_case
 
 STAGES = ("crawl", "transcribe", "segment", "filter", "dedup", "quality", "annotate")
@@ -107,15 +108,20 @@ def build_tables(con: duckdb.DuckDBPyConnection, views: list[str], fps: dict[str
         CREATE OR REPLACE TABLE review_removed AS
         SELECT c.clip_id, c.video_id, coalesce(v.verdict, 'not reviewed') AS verdict, v.reason, v.who
         FROM candidates c LEFT JOIN review_latest v ON v.clip_id = c.clip_id WHERE {' OR '.join(review_cond)}""")
-    con.execute("CREATE OR REPLACE TABLE kept AS SELECT * FROM candidates "
-                "WHERE clip_id NOT IN (SELECT clip_id FROM review_removed)")
+    # A video's split depends on its id alone (or its pin), so it is known before any clip is left out.
     con.execute(f"""
-        CREATE OR REPLACE TABLE work_splits AS
-        WITH videos AS (SELECT DISTINCT video_id FROM kept)
+        CREATE OR REPLACE TABLE candidate_splits AS
+        WITH videos AS (SELECT DISTINCT video_id FROM candidates)
         SELECT v.video_id, p.split FROM videos v JOIN pins p USING (video_id)
         UNION ALL
         SELECT v.video_id, {split_case('v.video_id', release.splits, release.seed)} AS split
         FROM videos v WHERE v.video_id NOT IN (SELECT video_id FROM pins)""")
+    # What per-clip value removes (release.value, value_filter.py; value_scores is loaded already).
+    con.execute(value_filter.removed_sql(release.value))
+    con.execute("CREATE OR REPLACE TABLE kept AS SELECT * FROM candidates WHERE clip_id NOT IN "
+                "(SELECT clip_id FROM review_removed UNION ALL SELECT clip_id FROM value_removed)")
+    con.execute("CREATE OR REPLACE TABLE work_splits AS SELECT * FROM candidate_splits "
+                "WHERE video_id IN (SELECT video_id FROM kept)")
     order = "ORDER BY k.video_id, k.start_s, k.clip_id"
     con.execute(f"""
         CREATE OR REPLACE TABLE work_clips AS
@@ -232,6 +238,12 @@ def funnel(con: duckdb.DuckDBPyConnection, views: list[str]) -> list[dict]:
     if review["reviewed"] or review["removed"]:
         reasons = ", ".join(f"{r['verdict']}: {r['reason'] or 'no reason given'} ({r['n']})" for r in review["reasons"][:3])
         steps.append(("kept by curators' review", "clips", review["candidates"] - review["removed"], reasons))
+    value = con.execute("SELECT count(*) FROM value_removed").fetchall()[0][0]
+    if value:
+        rules = con.execute("SELECT regexp_replace(reason, ' [-0-9.]+ ', ' '), count(*) FROM value_removed "
+                            "GROUP BY ALL ORDER BY 2 DESC, 1").fetchall()
+        steps.append(("kept by per-clip value (release.value)", "clips",
+                      review["candidates"] - review["removed"] - value, ", ".join(f"{r} ({n})" for r, n in rules)))
     n_decon = con.execute("SELECT count(*) FROM decontaminated").fetchall()[0][0]
     released = con.execute("SELECT count(DISTINCT clip_id), count(DISTINCT video_id) FROM work_clips").fetchall()[0]
     steps.append(("released (after decontamination)", "clips", released[0],
