@@ -81,29 +81,6 @@ def demo_release(request, tmp_path_factory, ray_local):
     return recipe, base / "catalog" / "releases" / "v1"
 
 
-def mismatched_copy(release: Path, version: str, seed: int = 0) -> Path:
-    """The same clips and frames, each clip's words taken from a random clip of another video
-    (times moved into the clip; words that would end after it are dropped)."""
-    import random
-
-    out = release.parent / version
-    shutil.copytree(release, out, ignore=shutil.ignore_patterns("validation"))
-    files = sorted((out / "data" / "clips").glob("*.parquet"))
-    tables = {f: pq.read_table(f) for f in files}
-    rows = [(f, i, r) for f, t in tables.items() for i, r in enumerate(t.to_pylist())]
-    rng = random.Random(seed)
-    new = {}
-    for f, i, r in rows:
-        donor = rng.choice([d for _, _, d in rows if d["video_id"] != r["video_id"]])
-        shift = r["start_s"] - donor["start_s"]
-        words = [dict(w, start_s=w["start_s"] + shift, end_s=w["end_s"] + shift) for w in donor["words"]
-                 if w["end_s"] + shift <= r["end_s"]]
-        new[(f, i)] = dict(r, words=words, text=" ".join(w["text"] for w in words), n_words=len(words))
-    for f, t in tables.items():
-        pq.write_table(pa.Table.from_pylist([new[(f, i)] for i in range(t.num_rows)], schema=t.schema), f)
-    return out
-
-
 def _validate(release: Path, out: Path | None = None) -> dict:
     """The CLI's code path, in this process (its Ray is the suite's)."""
     from curate.console import console
@@ -176,7 +153,10 @@ def test_frames_teach_on_demo_data(demo_release, validated):
 
 def test_mismatched_words_show_no_visual_gain(demo_release, validated):
     _, v1 = demo_release
-    control = mismatched_copy(v1, "v1-mismatched")
+    from curate.refmodel.controls import swap_words_copy
+
+    control = v1.parent / "v1-mismatched"
+    swap_words_copy(v1, control, fraction=1.0)  # every clip carries another video's words
     doc = _validate(control)
     lo, hi = doc["gains"]["visual"]["ci95"]
     assert lo <= 0, doc["gains"]  # includes zero or lies below it
@@ -290,6 +270,10 @@ def test_validate_refuses_what_is_not_a_release(tmp_path):
     bad.write_text(yaml.safe_dump({"name": "x", "catalog": "c", "stages": {"crawl": {"sources": ["http://x/y"]}},
                                    "validate": {"steps": 0}}))
     out = run_cli("validate", str(bad))
+    assert out.returncode == 2 and "validate.steps" in out.stdout + out.stderr
+    out = run_cli("value", str(tmp_path))
+    assert out.returncode == 2 and "neither a release" in out.stdout + out.stderr
+    out = run_cli("value", str(bad))
     assert out.returncode == 2 and "validate.steps" in out.stdout + out.stderr
 
 
@@ -500,3 +484,165 @@ def test_validate_controls_builds_both_negative_controls_and_compares(demo_relea
     card = (out / "README.md").read_text()
     assert "Negative control 'frames'" in card and "Negative control 'words'" in card
     assert not list(out.parent.glob("*-control-*")) and not (out / "_work").exists()
+
+
+# ---------------------------------------------------------------- per-clip value (`curate value`)
+
+VALUE_ARGS = ("--steps", "60", "--folds", "3")  # a checkpoint at step 50 lies inside each unit
+
+
+def _value_rows(release: Path) -> list[dict]:
+    return pq.read_table(release / "value" / "clip_value.parquet").to_pylist()
+
+
+@pytest.fixture(scope="module")
+def valued(demo_release):
+    """v1 scored by `curate value` (uninterrupted)."""
+    _, v1 = demo_release
+    done = run_cli("value", str(v1), *VALUE_ARGS, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return v1
+
+
+def test_value_scores_every_clip_by_a_model_that_never_trained_on_its_video(demo_release, valued, tmp_path):
+    from curate.recipe import ValidateConfig
+    from curate.refmodel import value as cv
+    from curate.refmodel.command import release_settings
+
+    v1 = valued
+    doc = json.loads((v1 / "value" / "value.json").read_text())
+    rows = _value_rows(v1)
+    released = {r["clip_id"] for f in (v1 / "data" / "clips").glob("*.parquet") for r in pq.read_table(f).to_pylist()}
+    assert {r["clip_id"] for r in rows} == released and len(rows) == len(released)  # every clip, once
+    assert {r["split"] for r in rows} == {"train", "validation"}  # not only the held-out split
+    for r in rows:
+        assert r["fold"] == doc["video_fold"][r["video_id"]]
+    # The folds the models trained on, rebuilt as the run builds them: a clip's video is never in
+    # the training clips of the models that score it, and every clip with words is scored once.
+    cfg = ValidateConfig.model_validate(release_settings(v1).model_dump() | {"value_folds": 3})
+    work = tmp_path / "folds"
+    summary = cv.prepare(v1, cfg, work)
+    import torch
+
+    scored = []
+    clip_video = {r["clip_id"]: r["video_id"] for r in rows}
+    for f in range(3):
+        data = torch.load(work / f"fold_{f}" / "data.pt", weights_only=False)
+        trained_on = {clip_video[c] for c in data["train"]["clip_ids"]}
+        held = data["eval"]["clip_ids"]
+        assert trained_on.isdisjoint(clip_video[c] for c in held)
+        assert {summary["video_fold"][clip_video[c]] for c in held} == {f}
+        for c in held:  # the frames its words are also scored under come from other videos
+            assert all(clip_video[d] != clip_video[c] for d in data["donors"][c])
+        scored += held
+    assert sorted(scored) == sorted(r["clip_id"] for r in rows if r["status"] == "ok")
+    # The flags say what the numbers say.
+    fence = doc["fence"]["loss_per_word"]
+    for r in rows:
+        if r["status"] == "ok":
+            assert r["frames_do_not_help"] == (r["frame_gain_low"] <= 0)
+            assert r["unlearnable"] == (r["loss_aligned"] > fence)
+            assert r["visual_gain"] == pytest.approx(r["loss_none"] - r["loss_aligned"], abs=1e-9)
+            assert r["visual_gain_low"] <= r["visual_gain"] <= r["visual_gain_high"]
+    assert doc["fence"]["loss_per_word"] == pytest.approx(doc["fence"]["q3"] + 3 * (doc["fence"]["q3"] - doc["fence"]["q1"]),
+                                                          abs=1e-3)
+    # `curate verify` checks the value folder against its own manifest; `curate sql` shows it.
+    assert run_cli("verify", str(v1)).returncode == 0
+    out = run_cli("sql", str(v1.parent.parent), "SELECT count(*) AS n FROM clip_value", "--format", "json")
+    assert out.returncode == 0 and json.loads(out.stdout)[0]["n"] == len(rows), out.stdout + out.stderr
+    # `curate view`'s clips carry each clip's value and flags.
+    from curate.view.data import CatalogData
+
+    data = CatalogData(v1.parent.parent)
+    try:
+        shown = {r["clip_id"]: r for r in data.query("SELECT clip_id, visual_gain, value_flags, value_release "
+                                                     "FROM clips WHERE value_release IS NOT NULL")}
+    finally:
+        data.close()
+    assert set(shown) == {r["clip_id"] for r in rows}
+    for r in rows:
+        s = shown[r["clip_id"]]
+        assert s["value_release"] == "v1" and s["visual_gain"] == r["visual_gain"]
+        assert ("frames_do_not_help" in s["value_flags"]) == bool(r["frames_do_not_help"])
+
+
+def test_value_killed_mid_fold_resumes_without_redoing_a_fold(demo_release, valued):
+    v1 = valued
+    copy = v1.parent / "v1-value-killed"
+    shutil.copytree(v1, copy, ignore=shutil.ignore_patterns("validation", "value"))
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "curate.cli", "value", str(copy), *VALUE_ARGS], env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    checkpoint = copy / "value" / "_work" / "fold_1" / "aligned" / "seed_0" / "checkpoints" / "step_00000050.pt"
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline and not checkpoint.exists():
+            assert proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.2)
+        assert checkpoint.exists(), "no checkpoint in the second fold within the time allowed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (copy / "value" / "manifest.json").exists()
+    done = run_cli("value", str(copy), *VALUE_ARGS, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "resuming" in done.stdout and "fold 1/3 scored in an earlier run" in done.stdout, done.stdout
+    assert not (copy / "value" / "_work").exists()
+    want = {r["clip_id"]: r for r in _value_rows(v1)}
+    got = {r["clip_id"]: r for r in _value_rows(copy)}
+    assert set(got) == set(want)
+    for clip_id, r in got.items():  # the same result as the run that was never killed
+        for k, v in r.items():
+            if isinstance(v, float):
+                assert v == pytest.approx(want[clip_id][k], abs=TOLERANCE), (clip_id, k)
+            else:
+                assert v == want[clip_id][k], (clip_id, k)
+    shutil.rmtree(copy)
+
+
+def test_value_filter_makes_v2_and_its_diff_card_and_validation_say_so(demo_release, valued, validated, tmp_path):
+    from curate.recipe import load_recipe
+    from curate.release.build import release
+
+    recipe, v1 = demo_release
+    for other in v1.parent.iterdir():  # copies of v1 the other tests made (controls): v2 follows v1 itself
+        if other.name != "v1":
+            shutil.rmtree(other)
+    rows = [r for r in _value_rows(v1) if r["status"] == "ok"]
+    train = sorted(r["visual_gain"] for r in rows if r["split"] == "train")
+    threshold = round(train[len(train) // 2], 4)  # about half the training clips fall under it
+    expect = {r["clip_id"] for r in rows if r["split"] == "train" and r["visual_gain"] < threshold}
+    assert expect
+    doc = yaml.safe_load(recipe.read_text())
+    doc["release"]["value"] = {"from_release": "v1", "min_visual_gain": threshold}
+    filtered = tmp_path / "filtered.yaml"
+    filtered.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert release(load_recipe(filtered), "v2") == 0
+    v2 = v1.parent / "v2"
+    diff = json.loads((v2 / "diff.json").read_text())
+    assert diff["base"] == "v1" and not diff["added"]
+    assert {r["clip_id"] for r in diff["removed"]} == expect
+    for r in diff["removed"]:
+        assert r["stage"] == "value" and r["reason"].startswith("visual gain ") and f"< {threshold}" in r["reason"]
+    assert diff["clips"]["validation"]["removed"] == 0  # the held-out split is left alone by default
+    card = (v2 / "README.md").read_text()
+    assert "## Per-clip value filter" in card and f"**{len(expect)}**" in card
+    assert f"Validation of v1 (run {json.loads((v1 / 'validation' / 'latest.json').read_text())['run']})" in card
+    funnel = json.loads((v2 / "funnel.json").read_text())
+    assert any(f["step"].startswith("kept by per-clip value") for f in funnel)
+    # Its validation's card sets v1's gains (before the filter) beside its own.
+    out = tmp_path / "v2-validation"
+    done = run_cli("validate", str(v2), "--out", str(out), "--steps", "60", timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    vdoc = json.loads((out / "validation.json").read_text())
+    assert vdoc["value_filter"]["release"] == "v1" and vdoc["value_filter"]["removed"] == len(expect)
+    assert vdoc["value_filter"]["validation"]["gains"]["visual"]["nats_per_word"] == \
+        pytest.approx(validated["gains"]["visual"]["nats_per_word"], abs=1e-4)
+    text = (out / "README.md").read_text()
+    assert "v1, before the filter" in text and "v2, after" in text
+    # Asking for a filter with no clip_value to read is refused, naming what to run.
+    doc["release"]["value"] = {"from_release": "v1-mismatched-none", "min_visual_gain": 0.0}
+    filtered.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert release(load_recipe(filtered), "v3") != 0
+    assert not (v1.parent / "v3").exists()
