@@ -143,16 +143,24 @@ class SmallFrames:
         return cv2.cvtColor(self._i420, cv2.COLOR_YUV2BGR_I420)
 
 
-def _upright_sample(frame, sample_aspect: Fraction, short_side: int) -> np.ndarray:
-    """The frame as displayed (pixel aspect applied, rotation undone), short side ``short_side``."""
-    import cv2
+def _upright_sample(frame, sample_aspect: Fraction, short_side: int, reformatter=None) -> np.ndarray:
+    """The frame as displayed (pixel aspect applied, rotation undone), short side ``short_side``.
+
+    swscale shrinks and converts the YUV frame to BGR in one call (area
+    filter); a ``reformatter`` kept for the pass keeps its scaler between
+    samples. It costs a fifth to a seventh of converting the full frame to BGR
+    and shrinking that with OpenCV's area filter, which it replaced
+    (SAMPLER_VERSION 3; pixels within rounding and chroma siting of those).
+    """
+    from av.video.reformatter import VideoReformatter
 
     turns = quarter_turns(getattr(frame, "rotation", 0))  # per frame: the display matrix rides on each
     shown_w, shown_h = display_size(frame.width, frame.height, sample_aspect, 90 * turns)
     out_w, out_h = sample_size(shown_w, shown_h, short_side)
     if turns % 2:  # resize in stored orientation, then turn
         out_w, out_h = out_h, out_w
-    sample = cv2.resize(_to_bgr(frame), (out_w, out_h), interpolation=cv2.INTER_AREA)
+    sample = (reformatter or VideoReformatter()).reformat(frame, out_w, out_h, "bgr24",
+                                                        interpolation="AREA").to_ndarray()
     return np.ascontiguousarray(np.rot90(sample, turns)) if turns else sample
 
 
@@ -260,7 +268,7 @@ def iter_frames(
     the scene detector itself. The iterator's ``end_s``, once it is
     exhausted, is where the video stream ends (see :class:`Frames`).
     """
-    import cv2
+    from av.video.reformatter import VideoReformatter
 
     container, stream, info = open_video(path)
     # Frame-threaded decode: libav splits the work over the cores itself.
@@ -268,6 +276,7 @@ def iter_frames(
     stream.codec_context.thread_count = threads or (os.cpu_count() or 1)
     small_w, small_h = scene_size(info.width, info.height, scene_min_width)
     shrink = SmallFrames(small_w, small_h)
+    scaler = VideoReformatter()  # the samples' (one per pass: it keeps its swscale context)
     step = 1.0 / sample_fps if sample_fps > 0 else None
     name = Path(path).name
     start_s, period = timeline_start(container), frame_period(stream)
@@ -304,7 +313,7 @@ def iter_frames(
                     small = shrink(frame)
                     sample = None
                     if step is not None and t + 1e-6 >= next_sample:
-                        sample = _upright_sample(frame, info.sample_aspect, sample_short_side)
+                        sample = _upright_sample(frame, info.sample_aspect, sample_short_side, scaler)
                         # Next multiple of the step after t (skips gaps in VFR video).
                         next_sample = (int(t / step + 1e-6) + 1) * step
                     pending.append(Frame(index, pts, tb, small, sample, t))

@@ -33,7 +33,8 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
 # How frames are sampled and drawn; part of the frame folder's name, so a
 # change here never rewrites JPEGs that older rows point to.
 # 2: container timeline, upright (display matrix), display aspect (SAR).
-SAMPLER_VERSION = 2
+# 3: shrunk and converted by swscale's area filter from YUV (was BGR, then OpenCV's area filter).
+SAMPLER_VERSION = 3
 
 
 class SegmentParams(Params):
