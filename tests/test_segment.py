@@ -168,3 +168,30 @@ def test_decode_workers_start_in_setup_serve_every_table_and_count_their_cpu(tmp
     finally:
         stage.teardown()
     assert stage._pool is None
+
+
+def test_a_decode_worker_that_dies_fails_its_table_and_the_next_gets_live_workers(tmp_path):
+    import os
+    import signal
+    from concurrent.futures.process import BrokenProcessPool
+
+    import pyarrow as pa
+
+    from curate.demo.corpus import DEMO_DATA
+    from curate.stages.base import StageContext, run_stage_on_table
+    from curate.stages.segment import SegmentStage
+    from segment_fixtures import video_row
+
+    row = video_row(tmp_path, "demo_00", DEMO_DATA / "demo_00.mp4", [], 0)
+    table = pa.Table.from_pylist([{k: row[k] for k in ("video_id", "video_path", "title", "words")}])
+    stage = SegmentStage(SegmentStage.Params(mode="scene", min_clip_s=3, max_clip_s=60, threshold=15,
+                                             parallel_videos=2), StageContext(tmp_path, tmp_path))
+    stage.setup()
+    try:
+        for pid in list(stage._pool._processes):
+            os.kill(pid, signal.SIGKILL)  # as the OOM killer would
+        with pytest.raises(BrokenProcessPool):
+            run_stage_on_table(stage, table)
+        assert {r["status"] for r in run_stage_on_table(stage, table).to_pylist()} == {"ok"}
+    finally:
+        stage.teardown()

@@ -136,7 +136,14 @@ class SegmentStage(Stage):
         if self._workers() <= 1 or len(jobs) <= 1 and self._pool is None:
             return [decode_job(job) for job in jobs]
         if self._pool is not None:
-            done = list(self._pool.map(decode_job, jobs))
+            from concurrent.futures.process import BrokenProcessPool
+
+            try:
+                done = list(self._pool.map(decode_job, jobs))
+            except BrokenProcessPool:  # a worker died (as a per-shard pool's would fail the shard):
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = _start_pool(self._workers())  # the next shard gets live workers
+                raise
             # The pool outlives this shard, so the OS has not counted its CPU yet: the workers do.
             self.helper_cpu_s += sum(d.cpu_s for d in done if isinstance(d, DecodedVideo))
             return done
