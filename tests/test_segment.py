@@ -195,3 +195,41 @@ def test_a_decode_worker_that_dies_fails_its_table_and_the_next_gets_live_worker
         assert {r["status"] for r in run_stage_on_table(stage, table).to_pylist()} == {"ok"}
     finally:
         stage.teardown()
+
+
+def test_decode_workers_die_with_the_stage_process(tmp_path):
+    """The kept workers outlive shards, not their process: a stage process killed outright
+    (as Ray kills a busy worker) takes them with it."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    script = ("import os, sys\n"
+              "from pathlib import Path\n"
+              "from curate.stages.base import StageContext\n"
+              "from curate.stages.segment import SegmentStage\n"
+              "if __name__ == '__main__':\n"
+              "    s = SegmentStage(SegmentStage.Params(parallel_videos=2), StageContext(Path('.'), Path('.')))\n"
+              "    s.setup()\n"
+              "    print(*s._pool._processes, flush=True)\n"
+              "    os.kill(os.getpid(), 9)\n")
+    (tmp_path / "stage.py").write_text(script)
+    out = subprocess.run([sys.executable, str(tmp_path / "stage.py")], capture_output=True, text=True,
+                         cwd=tmp_path, env=os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)})
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) == 2, out.stderr
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        # A zombie (exited, not yet reaped by init) counts as gone.
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+
+    deadline = time.monotonic() + 30
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(p) for p in pids)

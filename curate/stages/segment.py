@@ -25,6 +25,7 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from .. import status
+from ..procs import die_with_parent
 from ..media.released import released_reason
 from ..speech.clips import INTERPOLATED, Clip, attach_cuts, previous_text, scene_clips, speech_clips, word_stream
 from .base import Params, Resources, Stage
@@ -234,17 +235,23 @@ def _start_pool(workers: int):
     from concurrent.futures import ProcessPoolExecutor
 
     # "spawn": a fresh interpreter, never a fork of a process running threads (Ray, PyAV).
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                               initargs=(os.getpid(),))
     # One task per worker, submitted at once, starts them all (each runs the initializer first).
     for future in [pool.submit(_worker_ready) for _ in range(workers)]:
         future.result()
     return pool
 
 
-def _worker_init() -> None:
-    """A decode worker imports what every video needs once (about 0.7 s of the first video's
-    time otherwise) and keeps OpenCV to its own thread: the parallelism is across videos,
-    and OpenCV's thread pool on top of it only adds hand-offs between busy cores."""
+def _worker_init(parent: int) -> None:
+    """A decode worker dies with the stage's process (it outlives shards, so a worker
+    killed while busy must not leave it behind), imports what every video needs once
+    (about 0.7 s of the first video's time otherwise) and keeps OpenCV to its own thread:
+    the parallelism is across videos, and OpenCV's thread pool on top of it only adds
+    hand-offs between busy cores."""
+    die_with_parent()
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
     import av  # noqa: F401
     import cv2
     import scenedetect.detectors  # noqa: F401
