@@ -50,6 +50,24 @@ def write_recipe(folder: Path, site_url: str, cpus: int, shards: int | None) -> 
     return path
 
 
+def served_folders(folders: list[Path], videos_dir: Path, n: int) -> list[Path]:
+    """The shipped folder, and one holding links to generated demo_04 .. demo_{n-1} only
+    (the site serves every video in a folder; the made folder may hold more from a larger run)."""
+    shipped, *made = folders
+    if not made:
+        return [shipped]
+    site = videos_dir / f"site-{n}"
+    site.mkdir(parents=True, exist_ok=True)
+    for src in made[0].iterdir():
+        stem = src.name.split(".")[0]
+        if stem.startswith("demo_") and int(stem[5:]) < n and not (site / src.name).exists():
+            try:
+                os.link(src, site / src.name)
+            except OSError:  # another file system: a copy serves the same
+                shutil.copyfile(src, site / src.name)
+    return [shipped, site]
+
+
 def stage_table(record: dict, videos: int) -> list[dict]:
     """One row per stage that ran, from the run record, in pipeline order."""
     stages = {n: s for n, s in (record.get("stages") or {}).items() if isinstance(s, dict) and s.get("units_run")}
@@ -96,7 +114,7 @@ def main() -> None:
     if args.videos < SHIPPED:
         sys.exit(f"--videos: at least the {SHIPPED} shipped videos are served")
     t0 = time.perf_counter()
-    folders = more_videos(args.videos, args.videos_dir)
+    folders = served_folders(more_videos(args.videos, args.videos_dir / "made"), args.videos_dir, args.videos)
     print(f"# {args.videos} demo videos ready in {time.perf_counter() - t0:.1f} s; "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cpus", flush=True)
     base = Path(tempfile.mkdtemp(prefix="curate-pipeline-bench-"))
