@@ -23,7 +23,11 @@ the same files:
   thread each, as many at once: nothing that decodes can beat it.
 
 The cuts of the CLI and of the API must agree with the stage's within one
-frame (at each file's average rate).
+frame (at each file's average rate). Beside each wall time the bench prints
+CPU-seconds (each contender's worker processes, all their threads; best of
+``--repeat`` tries taken in turn): on cores other jobs share, wall time
+follows how many threads each contender runs, CPU time does not.
+``--no-cli`` skips the CLI, the slowest baseline.
 """
 
 from __future__ import annotations
