@@ -51,6 +51,18 @@ def popen(cmd: Sequence[str | os.PathLike], **kwargs: Any) -> subprocess.Popen:
     return subprocess.Popen(_argv(cmd), stdin=subprocess.DEVNULL, **_checked(kwargs))
 
 
+def die_with_parent() -> None:
+    """In a child (before exec, or first thing in a worker process): the kernel sends it
+    SIGTERM when its parent dies, even by SIGKILL, so nothing is left orphaned."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    except (OSError, AttributeError):  # not Linux: the caller's own stop still applies
+        pass
+
+
 def detach_from_terminal() -> None:
     """Make this process (a Ray worker) and every child it or a library starts
     unstoppable by terminal job control: stdin becomes /dev/null (children

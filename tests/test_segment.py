@@ -137,3 +137,99 @@ def test_frame_folders_are_never_rewritten(tmp_path):
     # Another file under the same video_id (a re-download) never reuses these frames.
     other = decode_video("v", video, root, SegmentParams(jpeg_quality=90), video_sha256="def")
     assert not set(f["path"] for f in other.frames) & set(before)
+
+
+def test_decode_workers_start_in_setup_serve_every_table_and_count_their_cpu(tmp_path):
+    """setup() starts the decode processes; two tables go to the same processes (no start
+    per shard), the CPU they spent is reported, and teardown() stops them."""
+    import pyarrow as pa
+
+    from curate.demo.corpus import DEMO_DATA
+    from curate.stages.base import StageContext, run_stage_on_table
+    from curate.stages.segment import SegmentStage
+    from segment_fixtures import video_row
+
+    rows = [video_row(tmp_path, f"demo_{i:02d}", DEMO_DATA / f"demo_{i:02d}.mp4", [], 0) for i in range(2)]
+    table = pa.Table.from_pylist([{k: r[k] for k in ("video_id", "video_path", "title", "words")} for r in rows])
+    stage = SegmentStage(SegmentStage.Params(mode="scene", min_clip_s=3, max_clip_s=60, threshold=15,
+                                             parallel_videos=2), StageContext(tmp_path, tmp_path))
+    stage.setup()
+    try:
+        pids = set(stage._pool._processes)
+        assert len(pids) == 2  # both started (and their imports done) before any table
+        first = run_stage_on_table(stage, table).to_pylist()
+        cpu_after_first = stage.helper_cpu_s
+        second = run_stage_on_table(stage, table.slice(0, 1)).to_pylist()
+        assert set(stage._pool._processes) == pids  # the same processes served both tables
+        assert {r["status"] for r in first + second} == {"ok"}
+        assert {tuple(r["video_cuts"]) for r in second} == {
+            tuple(r["video_cuts"]) for r in first if r["video_id"] == "demo_00"}
+        assert 0 < cpu_after_first < stage.helper_cpu_s  # each table's decoding adds its CPU
+    finally:
+        stage.teardown()
+    assert stage._pool is None
+
+
+def test_a_decode_worker_that_dies_fails_its_table_and_the_next_gets_live_workers(tmp_path):
+    import os
+    import signal
+    from concurrent.futures.process import BrokenProcessPool
+
+    import pyarrow as pa
+
+    from curate.demo.corpus import DEMO_DATA
+    from curate.stages.base import StageContext, run_stage_on_table
+    from curate.stages.segment import SegmentStage
+    from segment_fixtures import video_row
+
+    row = video_row(tmp_path, "demo_00", DEMO_DATA / "demo_00.mp4", [], 0)
+    table = pa.Table.from_pylist([{k: row[k] for k in ("video_id", "video_path", "title", "words")}])
+    stage = SegmentStage(SegmentStage.Params(mode="scene", min_clip_s=3, max_clip_s=60, threshold=15,
+                                             parallel_videos=2), StageContext(tmp_path, tmp_path))
+    stage.setup()
+    try:
+        for pid in list(stage._pool._processes):
+            os.kill(pid, signal.SIGKILL)  # as the OOM killer would
+        with pytest.raises(BrokenProcessPool):
+            run_stage_on_table(stage, table)
+        assert {r["status"] for r in run_stage_on_table(stage, table).to_pylist()} == {"ok"}
+    finally:
+        stage.teardown()
+
+
+def test_decode_workers_die_with_the_stage_process(tmp_path):
+    """The kept workers outlive shards, not their process: a stage process killed outright
+    (as Ray kills a busy worker) takes them with it."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    script = ("import os, sys\n"
+              "from pathlib import Path\n"
+              "from curate.stages.base import StageContext\n"
+              "from curate.stages.segment import SegmentStage\n"
+              "if __name__ == '__main__':\n"
+              "    s = SegmentStage(SegmentStage.Params(parallel_videos=2), StageContext(Path('.'), Path('.')))\n"
+              "    s.setup()\n"
+              "    print(*s._pool._processes, flush=True)\n"
+              "    os.kill(os.getpid(), 9)\n")
+    (tmp_path / "stage.py").write_text(script)
+    out = subprocess.run([sys.executable, str(tmp_path / "stage.py")], capture_output=True, text=True,
+                         cwd=tmp_path, env=os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)})
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) == 2, out.stderr
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        # A zombie (exited, not yet reaped by init) counts as gone.
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+
+    deadline = time.monotonic() + 30
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(p) for p in pids)

@@ -279,17 +279,6 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: the kernel kills it if curate dies (even by SIGKILL)."""
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
-    except (OSError, AttributeError):  # not Linux: the handlers in serve() still stop it
-        pass
-
-
 def _stop(proc: procs.Popen, timeout_s: float = 10.0) -> int:
     if proc.poll() is None:
         proc.terminate()
@@ -317,7 +306,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080, *, n_ctx: int = 4096, n_thr
     proc = None
     try:
         print(f"serving {MODEL_ALIAS} at http://{host}:{port}/v1 (model: {MODEL_ALIAS}); Ctrl-C stops it", flush=True)
-        proc = procs.popen(cmd, env=dict(os.environ, HF_HUB_OFFLINE="1"), preexec_fn=_die_with_parent)
+        proc = procs.popen(cmd, env=dict(os.environ, HF_HUB_OFFLINE="1"), preexec_fn=procs.die_with_parent)
         return proc.wait()
     except KeyboardInterrupt:
         return _stop(proc) if proc is not None else 130

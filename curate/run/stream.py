@@ -85,6 +85,7 @@ class PipelineDriver:
         self.running: dict = {}  # object ref -> (stage, worker, unit)
         self.rows_total = {p.name: 0 for p in plans}
         self.intervals: dict[str, list] = {p.name: [] for p in plans}  # [shard, start, end] (s from t0)
+        self.cpu_s: dict[str, float] = {p.name: 0.0 for p in plans}  # summed over the units run
         self._board_rows: dict[str, int] = {}
         self.tasks = {p.name: progress.add_task(p.name, total=1, rows="waiting", shards=self._shards_text(p.name),
                                                 start=False)  # its clock starts with its first unit
@@ -216,6 +217,7 @@ class PipelineDriver:
                 self.runner.spent.setdefault(name, {}).setdefault(k, 0)
                 self.runner.spent[name][k] += v
             self.runner.refresh(p, unit)
+            self.cpu_s[name] += float(out.get("cpu_s", 0.0))
             # The worker's own time: a unit handed to a worker not yet placed waits unseen.
             end = time.time() - self.t0
             begin = max(started - self.t0, end - float(out.get("seconds", 0)))
@@ -279,7 +281,8 @@ class PipelineDriver:
     def _record_intervals(self) -> None:
         for name, spans in self.intervals.items():
             entry = self.record["stages"].setdefault(name, {})
-            entry.update(fingerprint=self.by_name[name].fingerprint, units_run=len(spans))
+            entry.update(fingerprint=self.by_name[name].fingerprint, units_run=len(spans),
+                         cpu_s=round(self.cpu_s[name], 3))  # CPU seconds of the units run
             if spans:
                 start, end = min(s[1] for s in spans), max(s[2] for s in spans)
                 entry.update(started_at=_iso(self.t0 + start), finished_at=_iso(self.t0 + end),

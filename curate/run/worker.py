@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -60,6 +61,13 @@ class Secret:
         return "Secret(***)"
 
     __str__ = __repr__
+
+
+def cpu_seconds(stage) -> float:
+    """CPU this worker has used: its own threads, the child processes it waited for (ffmpeg,
+    a pool shut down), and the helper processes its stage keeps (which count their own)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime + stage.helper_cpu_s
 
 
 class ShardWorker:
@@ -137,7 +145,7 @@ class ShardWorker:
     # --- one unit of work -------------------------------------------------
     def run(self, shard: int | None) -> dict:
         """Process one shard (or, for a global stage, all shards); write and mark it."""
-        started = time.time()
+        started, cpu_started = time.time(), cpu_seconds(self.stage)
         self.stage.ctx = StageContext(self.stage.ctx.catalog_root, self.stage.ctx.recipe_dir,
                                       shard or 0, self.n_shards, self.local_stage_dir)
         table, digest = self._input(shard)
@@ -190,7 +198,8 @@ class ShardWorker:
         if self.scratch is not None and shard is not None:
             ids = [c.column("video_id").to_pylist() for c in (todo, new) if "video_id" in c.column_names]
             self.scratch.forget(v for col in ids for v in col)
-        return {"shards": summaries, "seconds": time.time() - started, "paid": paid}
+        return {"shards": summaries, "seconds": time.time() - started, "paid": paid,
+                "cpu_s": cpu_seconds(self.stage) - cpu_started}
 
     def _route(self, result: pa.Table, key: str, input_keys, input_shards) -> dict[int, pa.Table]:
         """A global stage's rows by their input row's shard, in one pass (O(rows))."""

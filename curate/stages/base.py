@@ -143,6 +143,10 @@ class Stage:
     # the worker: annotate's tasks that ended ok or failed when a sibling task is
     # redone). A stage may skip making them; the worker drops any it makes anyway.
     skip_row_keys: frozenset = frozenset()
+    # CPU seconds spent so far by helper processes the stage keeps across shards (segment's
+    # decode workers): the worker adds them to a unit's cpu_s, as the OS counts a child's
+    # CPU only once the child is waited for.
+    helper_cpu_s: float = 0.0
 
     def __init__(self, params: Params, ctx: StageContext):
         self.params = params
