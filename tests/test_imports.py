@@ -26,7 +26,7 @@ MAY_IMPORT = {
             "media", "llm", "catalog"},
     "demo": {"release", "run", "recipe", "vision", "llm", "catalog"},
     "release": {"run", "recipe", "catalog"},
-    "refmodel": {"run", "recipe", "vision", "catalog"},
+    "refmodel": {"run", "recipe", "vision", "text", "catalog"},
     "view": {"catalog"},
     "run": {"recipe", "stages", "media", "catalog"},
     "recipe": {"stages", "catalog"},
