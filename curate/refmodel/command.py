@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from ..console import EXIT_BAD_RECIPE, EXIT_ERRORS, EXIT_OK, styled
+from ..console import EXIT_BAD_RECIPE, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, styled
 
 
 def release_settings(release: Path):
@@ -107,6 +107,28 @@ def local_ray(recipe):
             ray.shutdown()
 
 
+def _trained(command: str, recipe, console, train):
+    """``train()`` with Ray up (local_ray): (its result, None), or (None, the exit code) after
+    saying why in one line: the cluster unreachable, a setting refused, or Ctrl-C."""
+    from ..devices import DeviceUnavailable
+    from ..run.cluster import ClusterUnreachable
+
+    try:
+        with local_ray(recipe):
+            return train(), None
+    except ClusterUnreachable as exc:
+        console.print(styled(str(exc), "red"), highlight=False)
+        return None, EXIT_ERRORS
+    except (ValueError, DeviceUnavailable) as exc:
+        console.print(styled(f"{command} refused", "red", f": {exc}"), highlight=False)
+        return None, EXIT_BAD_RECIPE
+    except (KeyboardInterrupt, SystemExit):
+        # Ctrl-C: Ray Train's own SIGINT handler aborts the run and exits (SystemExit(1)).
+        console.print(styled("interrupted", "yellow", f": `curate {command}` again resumes from the last "
+                                                       "checkpoint"), highlight=False)
+        return None, EXIT_INTERRUPTED
+
+
 def _value_filter_before(release: Path) -> dict:
     """For a release built with ``release.value``: the release whose per-clip value decided, and
     its newest validation's figures, so this validation's card sets the two side by side."""
@@ -128,8 +150,6 @@ def validate(target: str, version: str | None, out: str | None, steps: int | Non
              controls: bool = False) -> int:
     """``target``: a release folder, or a recipe (its catalog's latest release, or ``version``);
     ``controls``: also the negative controls built from it (controls.py), compared in validation.json."""
-    from ..devices import DeviceUnavailable
-    from ..run.cluster import ClusterUnreachable
     from . import protocol, report
 
     found = resolve_target(target, version, console, load_recipe, "validate")
@@ -143,21 +163,19 @@ def validate(target: str, version: str | None, out: str | None, steps: int | Non
     run_id = new_validation_id()
     out_dir = Path(out).resolve() if out else release / "validation" / run_id
     work = (Path(out).resolve() if out else release / "validation") / "_work"
-    try:
-        with local_ray(recipe):
-            doc = protocol.run(release, cfg, work, console)
-            if controls:
-                from . import controls as ctl
+    def train() -> dict:
+        doc = protocol.run(release, cfg, work, console)
+        if controls:
+            from . import controls as ctl
 
-                done = {name: protocol.run(release, cfg, _control_work(work, name), console, control=name)
-                        for name in ctl.CONTROLS}
-                doc["controls"] = ctl.compare(doc, done)
-    except ClusterUnreachable as exc:
-        console.print(styled(str(exc), "red"), highlight=False)
-        return EXIT_ERRORS
-    except (ValueError, DeviceUnavailable) as exc:
-        console.print(styled("validate refused", "red", f": {exc}"), highlight=False)
-        return EXIT_BAD_RECIPE
+            done = {name: protocol.run(release, cfg, _control_work(work, name), console, control=name)
+                    for name in ctl.CONTROLS}
+            doc["controls"] = ctl.compare(doc, done)
+        return doc
+
+    doc, code = _trained("validate", recipe, console, train)
+    if doc is None:
+        return code
     doc["release_version"] = release.name
     doc |= _value_filter_before(release)
     if controls:
@@ -179,8 +197,6 @@ def validate(target: str, version: str | None, out: str | None, steps: int | Non
 def value(target: str, version: str | None, steps: int | None, folds: int | None, console, load_recipe) -> int:
     """`curate value`: every clip of the release scored by cross-fitted reference models
     (value.py), written to ``<release>/value/``; a killed run resumes."""
-    from ..devices import DeviceUnavailable
-    from ..run.cluster import ClusterUnreachable
     from . import value as cv
     from . import value_report
 
@@ -202,15 +218,9 @@ def value(target: str, version: str | None, steps: int | None, folds: int | None
             return EXIT_BAD_RECIPE
     out = release / cv.VALUE
     work = out / "_work"
-    try:
-        with local_ray(recipe):
-            doc = cv.run(release, cfg, work, console)
-    except ClusterUnreachable as exc:
-        console.print(styled(str(exc), "red"), highlight=False)
-        return EXIT_ERRORS
-    except (ValueError, DeviceUnavailable) as exc:
-        console.print(styled("value refused", "red", f": {exc}"), highlight=False)
-        return EXIT_BAD_RECIPE
+    doc, code = _trained("value", recipe, console, lambda: cv.run(release, cfg, work, console))
+    if doc is None:
+        return code
     value_report.write(doc, out)
     shutil.rmtree(work, ignore_errors=True)
     c, f = doc["counts"], doc["fence"]

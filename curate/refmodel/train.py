@@ -119,38 +119,48 @@ def write_progress(folder: Path, step: int, steps: int, loss: float) -> None:
     os.replace(tmp, folder / "progress.json")
 
 
-def train_loop(config: dict) -> None:
-    """Ray Train's per-worker function: every condition not scored yet, in order."""
+def worker_context(cfg) -> tuple[int, int, "torch.device"]:
+    """(rank, world size, device) of this Ray Train worker; on the CPU, ``cpus_per_worker`` threads."""
     import ray.train
     import ray.train.torch
 
+    ctx = ray.train.get_context()
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
+    return ctx.get_world_rank(), ctx.get_world_size(), device
+
+
+def train_paired(cfg, data: dict, folders: dict[str, Path], seed: int, rank: int, world: int, device) -> None:
+    """Train and score each condition of ``folders`` (condition -> its unit folder), every one from
+    the same initial weights of ``seed`` (the paired design). The model is built once (a Hugging
+    Face backbone is read once per process: model._pretrained; a frozen one's weights never move)."""
+    import ray.train.torch
+
+    from .model import build, load_trained_state, trained_state
+
+    torch.manual_seed(seed)
+    core = build(cfg, data["vocab_size"], data["vis_dim"], data["max_len"])
+    initial = {k: v.detach().clone() for k, v in trained_state(core).items()}
+    model = ray.train.torch.prepare_model(core, parallel_strategy_kwargs={"find_unused_parameters": True})
+    for condition, folder in folders.items():
+        load_trained_state(core, initial)
+        run_condition(cfg, data, folder, condition, seed, rank, world, device, core, model)
+
+
+def train_loop(config: dict) -> None:
+    """Ray Train's per-worker function: every (seed, condition) not scored yet, in order."""
     from ..recipe import ValidateConfig
 
     work = Path(config["work"])
     cfg = ValidateConfig.model_validate(config["cfg"])
     data = torch.load(work / "data.pt", weights_only=False)  # written by this run's driver
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
-    conditions = config["conditions"]
-    from .model import build, load_trained_state, trained_state
-
+    rank, world, device = worker_context(cfg)
     for seed in seeds_of(cfg):
-        todo = [c for c in conditions if not (unit_folder(work, c, seed) / "eval.json").is_file()]
-        if not todo:
-            continue
-        # Built once per seed (a Hugging Face backbone is read once per process: model._pretrained);
-        # every condition of the seed starts from these weights (a frozen backbone's never move).
-        torch.manual_seed(seed)
-        core = build(cfg, data["vocab_size"], data["vis_dim"], data["max_len"])
-        initial = {k: v.detach().clone() for k, v in trained_state(core).items()}
-        model = ray.train.torch.prepare_model(core, parallel_strategy_kwargs={"find_unused_parameters": True})
-        for condition in todo:
-            load_trained_state(core, initial)
-            run_condition(cfg, data, unit_folder(work, condition, seed), condition, seed, rank, world, device,
-                           core, model)
+        todo = {c: unit_folder(work, c, seed) for c in config["conditions"]
+                if not (unit_folder(work, c, seed) / "eval.json").is_file()}
+        if todo:
+            train_paired(cfg, data, todo, seed, rank, world, device)
 
 
 def run_condition(cfg, data: dict, folder: Path, condition: str, seed: int, rank: int, world: int, device,

@@ -131,35 +131,20 @@ def prepare(release: Path, cfg, work: Path, console=None) -> dict:
 def value_loop(config: dict) -> None:
     """Ray Train's per-worker function: every (fold, condition) not scored yet, in order; each
     fold's three conditions start from the same weights (the paired design of the protocol)."""
-    import ray.train
-    import ray.train.torch
     import torch
 
     from ..recipe import ValidateConfig
-    from .model import build, load_trained_state, trained_state
-    from .train import run_condition
+    from .train import train_paired, worker_context
 
     work = Path(config["work"])
     cfg = ValidateConfig.model_validate(config["cfg"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
-    seed = cfg.seed
+    rank, world, device = worker_context(cfg)
     for fold in range(cfg.value_folds):
-        todo = [c for c in CONDITIONS if not (unit_folder(work, fold, c, seed) / "eval.json").is_file()]
-        if not todo:
-            continue
-        data = torch.load(fold_folder(work, fold) / "data.pt", weights_only=False)  # written by the driver
-        torch.manual_seed(seed)
-        core = build(cfg, data["vocab_size"], data["vis_dim"], data["max_len"])
-        initial = {k: v.detach().clone() for k, v in trained_state(core).items()}
-        model = ray.train.torch.prepare_model(core, parallel_strategy_kwargs={"find_unused_parameters": True})
-        for condition in todo:
-            load_trained_state(core, initial)
-            run_condition(cfg, data, unit_folder(work, fold, condition, seed), condition, seed, rank, world, device,
-                           core, model)
+        todo = {c: unit_folder(work, fold, c, cfg.seed) for c in CONDITIONS
+                if not (unit_folder(work, fold, c, cfg.seed) / "eval.json").is_file()}
+        if todo:
+            data = torch.load(fold_folder(work, fold) / "data.pt", weights_only=False)  # written by the driver
+            train_paired(cfg, data, todo, cfg.seed, rank, world, device)
 
 
 def _work_key(release: Path, cfg) -> str:
