@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -692,3 +693,38 @@ def test_value_filter_makes_v2_and_its_diff_card_and_validation_say_so(demo_rele
     filtered.write_text(yaml.safe_dump(doc, sort_keys=False))
     assert release(load_recipe(filtered), "v3") != 0
     assert not (v1.parent / "v3").exists()
+
+
+def test_value_at_a_terminal_stops_on_ctrl_c_with_exit_130_and_resumes(demo_release):
+    import pty
+
+    _, v1 = demo_release
+    copy = v1.parent / "v1-value-ctrl-c"
+    shutil.copytree(v1, copy, ignore=shutil.ignore_patterns("validation", "value"))
+    env = os.environ | {"PYTHONPATH": str(REPO), "COLUMNS": "160", "LINES": "40", "TERM": "xterm"}
+    pid, fd = pty.fork()
+    if pid == 0:  # a user at a terminal
+        os.execve(sys.executable, [sys.executable, "-m", "curate.cli", "value", str(copy), *VALUE_ARGS], env)
+    progress = copy / "value" / "_work" / "fold_0" / "aligned" / "seed_0" / "progress.json"
+    raw, sent, deadline = b"", False, time.time() + 600
+    while time.time() < deadline:
+        if not sent and progress.exists():
+            os.write(fd, b"\x03")  # Ctrl-C, as the terminal sends it
+            sent = True
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        raw += chunk
+    _, status = os.waitpid(pid, 0)
+    text = raw.decode(errors="replace")
+    assert sent, "training never started"
+    assert os.waitstatus_to_exitcode(status) == 130, text[-3000:]
+    assert "interrupted" in text and "Traceback" not in text, text[-3000:]
+    assert (copy / "value" / "_work" / "summary.json").exists() and not (copy / "value" / "manifest.json").exists()
+    shutil.rmtree(copy)
