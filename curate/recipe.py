@@ -163,6 +163,8 @@ class ValidateConfig(BaseModel):
     bootstrap: int = Field(2000, ge=100, le=1_000_000, description="bootstrap resamples for the 95% intervals")
     value_folds: int = Field(5, ge=2, le=100, description="`curate value`: folds of videos; each clip is scored by "
                                                           "the models trained on the other folds")
+    value_seeds: int = Field(1, ge=1, le=100, description="`curate value`: training seeds per fold (seed, seed+1, "
+                                                          "...); a clip's losses and gains are their mean")
     value_donors: int = Field(19, ge=1, le=1000, description="`curate value`: clips of other videos whose frames "
                                                              "each clip's words are also scored under")
     value_fence_iqr: float = Field(3.0, gt=0, le=100, description="`curate value`: a clip is unlearnable above "

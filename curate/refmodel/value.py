@@ -85,6 +85,11 @@ def pick_donors(clips: list, pool: list, k: int, seed: int) -> dict[str, list[st
     return out
 
 
+def value_seeds(cfg) -> list[int]:
+    """Each fold's training seeds: ``seed``, ``seed + 1``, ... (``value_seeds`` of them)."""
+    return [cfg.seed + k for k in range(cfg.value_seeds)]
+
+
 def fold_folder(work: Path, fold: int) -> Path:
     return work / f"fold_{fold}"
 
@@ -140,11 +145,14 @@ def value_loop(config: dict) -> None:
     cfg = ValidateConfig.model_validate(config["cfg"])
     rank, world, device = worker_context(cfg)
     for fold in range(cfg.value_folds):
-        todo = {c: unit_folder(work, fold, c, cfg.seed) for c in CONDITIONS
-                if not (unit_folder(work, fold, c, cfg.seed) / "eval.json").is_file()}
-        if todo:
-            data = torch.load(fold_folder(work, fold) / "data.pt", weights_only=False)  # written by the driver
-            train_paired(cfg, data, todo, cfg.seed, rank, world, device)
+        data = None
+        for seed in value_seeds(cfg):
+            todo = {c: unit_folder(work, fold, c, seed) for c in CONDITIONS
+                    if not (unit_folder(work, fold, c, seed) / "eval.json").is_file()}
+            if todo:
+                if data is None:
+                    data = torch.load(fold_folder(work, fold) / "data.pt", weights_only=False)  # the driver's
+                train_paired(cfg, data, todo, seed, rank, world, device)
 
 
 def _work_key(release: Path, cfg) -> str:
@@ -175,9 +183,10 @@ def run(release: Path, cfg, work: Path, console) -> dict:
         summary = prepare(release, cfg, work, console)
         (work / "summary.json").write_text(json.dumps(summary))
     (work / "key").write_text(key)
-    k, seed = cfg.value_folds, cfg.seed
-    console.print(f"per-clip value: backbone {cfg.backbone}, {k} folds x {len(CONDITIONS)} conditions x {cfg.steps} "
-                  f"steps; {summary['valued']} clips of {len(summary['video_fold'])} videos, each scored by the "
+    k, seeds = cfg.value_folds, value_seeds(cfg)
+    per_seed = f" x {len(seeds)} seeds" if len(seeds) > 1 else ""
+    console.print(f"per-clip value: backbone {cfg.backbone}, {k} folds x {len(CONDITIONS)} conditions{per_seed} x "
+                  f"{cfg.steps} steps; {summary['valued']} clips of {len(summary['video_fold'])} videos, each scored by the "
                   "models of the one fold that did not train on its video", highlight=False)
     use_gpu = devices.ray_use_gpu(cfg.use_gpu, "validate.use_gpu", cfg.workers)
     resources = {"CPU": cfg.cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
@@ -185,19 +194,19 @@ def run(release: Path, cfg, work: Path, console) -> dict:
         value_loop, train_loop_config={"work": str(work), "cfg": cfg.model_dump(mode="json")},
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RunConfig(storage_path=str(work / "ray"), name=f"value-{key}"))
-    # One bar per fold (its three conditions): folds train one after another.
-    units = {f"fold {f + 1}/{k}": [unit_folder(work, f, c, seed) for c in CONDITIONS] for f in range(k)}
-    with TrainingProgress(work, list(units), [seed], cfg.steps, console, units=units):
+    # One bar per fold (its three conditions, every seed): folds train one after another.
+    units = {f"fold {f + 1}/{k}": [unit_folder(work, f, c, s) for s in seeds for c in CONDITIONS] for f in range(k)}
+    with TrainingProgress(work, list(units), seeds, cfg.steps, console, units=units):
         trainer.fit()
-    scores = {f: {c: json.loads((unit_folder(work, f, c, seed) / "eval.json").read_text()) for c in CONDITIONS}
-              for f in range(k)}
+    scores = {f: {c: [json.loads((unit_folder(work, f, c, s) / "eval.json").read_text()) for s in seeds]
+                  for c in CONDITIONS} for f in range(k)}
     doc = summarize(scores, summary, cfg)
-    first = scores[0][CONDITIONS[0]]
+    first = scores[0][CONDITIONS[0]][0]
     doc |= {"release": str(release), "release_version": release.name, "curate_version": __version__,
             "seconds": round(time.perf_counter() - t0, 1),
             "model": {"backbone": cfg.backbone, "params": first["params"], "trainable_params": first["trainable_params"],
                       "device": first.get("device"), "steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
-                      "seed": seed}}
+                      "seed": cfg.seed, "seeds": seeds}}
     return doc
 
 
@@ -213,15 +222,19 @@ def mean_interval(x: np.ndarray, reps: int, seed: int) -> tuple[float, float]:
 
 
 def summarize(scores: dict, summary: dict, cfg) -> dict:
-    """Every clip's row (``clips``), the loss fence, and the counts, from ``{fold: {condition: eval}}``."""
+    """Every clip's row (``clips``), the loss fence, and the counts, from ``{fold: {condition: [eval
+    per seed]}}``: a clip's per-word losses, and its per-donor frame gains, are the seeds' means."""
     rows = []
     for fold, by_cond in scores.items():
-        per = {c: {r["clip_id"]: r for r in by_cond[c]["clips"]} for c in CONDITIONS}
-        for clip_id, a in per["aligned"].items():
-            nats = {c: np.asarray(per[c][clip_id]["word_nats"], np.float64) for c in CONDITIONS}
+        per = {c: [{r["clip_id"]: r for r in run["clips"]} for run in by_cond[c]] for c in CONDITIONS}
+        for clip_id, a in per["aligned"][0].items():
+            nats = {c: np.mean([np.asarray(s[clip_id]["word_nats"], np.float64) for s in per[c]], axis=0)
+                    for c in CONDITIONS}
             n = len(nats["aligned"])
-            # Each donor's frames against the clip's own, under one model: (donors,) gains per word.
-            donor = (np.asarray(a.get("nats_other_frames") or [], np.float64) - nats["aligned"].sum()) / max(n, 1)
+            # Each donor's frames against the clip's own, under one model (then the seeds' mean): (donors,)
+            # gains per word. The donors are the same for every seed (drawn once per clip).
+            donor = np.mean([(np.asarray(s[clip_id].get("nats_other_frames") or [], np.float64)
+                              - np.sum(s[clip_id]["word_nats"])) / max(n, 1) for s in per["aligned"]], axis=0)
             rseed = (cfg.seed * 1_000_003 + zlib.crc32(clip_id.encode())) % (2**32)
             vis, tmp = nats["none"] - nats["aligned"], nats["shuffled"] - nats["aligned"]
             vlo, vhi = mean_interval(vis, cfg.bootstrap, rseed)

@@ -65,12 +65,17 @@ def plot(doc: dict, path: Path) -> bool:
     return True
 
 
+def _seeds(model: dict) -> str:
+    seeds = model.get("seeds") or [model["seed"]]
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}, their mean"
+
+
 def card(doc: dict, plots: list[str]) -> str:
     c, f, m = doc["counts"], doc["fence"], doc["model"]
     worst = sorted((r for r in doc["clips"] if r["status"] == "ok"), key=lambda r: r["frame_gain"])[:10]
     lines = [f"# What each clip is worth ({doc.get('release_version', '')})", "",
              f"`curate value` scored each of the {c['valued']} clips with words by reference models (backbone "
-             f"`{m['backbone']}`, {m['steps']} steps, seed {m['seed']}) that never trained on its video: the "
+             f"`{m['backbone']}`, {m['steps']} steps, {_seeds(m)}) that never trained on its video: the "
              f"release's videos were dealt into {doc['folds']} folds, and each fold's clips were scored by the "
              "three conditions (frames aligned, shuffled, none) trained on the other folds, and by the aligned "
              f"model with the frames of {doc.get('donors', '')} clips of other videos in place of their own.", "",
