@@ -517,6 +517,43 @@ def test_negative_controls_cut_frames_from_words_within_each_split():
         assert real[int(donor[1]) * 2].split == a.split
 
 
+def test_words_traded_within_folds_never_come_from_a_clip_a_scorer_trained_on(tmp_path):
+    """The value bench's control: the corrupted clips of each fold trade words among themselves, so
+    no cross-fitted model scoring a corrupted clip has trained on its words."""
+    from curate.refmodel.controls import swap_words_copy
+    from curate.refmodel.value import assign_folds
+
+    release = tmp_path / "v1"
+    (release / "data" / "clips").mkdir(parents=True)
+    rows = [{"clip_id": f"v{v:02d}:{k}", "video_id": f"v{v:02d}", "start_s": 20.0 * k, "end_s": 20.0 * k + 15,
+             "words": [{"start_s": 20.0 * k + 1 + i, "end_s": 20.0 * k + 1.5 + i, "text": f"w{v}.{k}.{i}"}
+                       for i in range(3 + v % 4)], "text": "", "n_words": 3 + v % 4}
+            for v in range(23) for k in range(1 + v % 3)]
+    pq.write_table(pa.Table.from_pylist(rows), release / "data" / "clips" / "train-00000-of-00001.parquet")
+    folds = assign_folds({r["video_id"] for r in rows}, 5, 0)
+    sources = swap_words_copy(release, tmp_path / "control", 0.2, seed=3, groups=folds)
+    assert len(sources) == round(0.2 * len(rows))
+    out = {r["clip_id"]: r for r in pq.read_table(tmp_path / "control" / "data" / "clips").to_pylist()}
+    original = {r["clip_id"]: r for r in rows}
+    for clip, source in sources.items():
+        a, b = original[clip], original[source]
+        assert a["video_id"] != b["video_id"] and folds[a["video_id"]] == folds[b["video_id"]]
+        assert source in sources  # the words' own clip is corrupted too: nobody trains on them
+        got = out[clip]
+        assert [w["text"] for w in got["words"]] == [w["text"] for w in b["words"]]
+        assert all(a["start_s"] <= w["start_s"] < w["end_s"] <= a["end_s"] for w in got["words"])
+        assert got["n_words"] == len(got["words"]) and got["text"] == " ".join(w["text"] for w in got["words"])
+    for clip in original.keys() - sources.keys():
+        assert out[clip]["words"] == original[clip]["words"]
+    # A trade `allowed` rules out never happens (the bench's: no word naming what the frames show).
+    picky = swap_words_copy(release, tmp_path / "picky", 0.2, seed=3, groups=folds,
+                            allowed=lambda clip, source: source["video_id"] not in ("v01", "v02"))
+    assert len(picky) == len(sources) and not {original[s]["video_id"] for s in picky.values()} & {"v01", "v02"}
+    # Without groups a source may be any other video's clip, left uncorrupted in the release.
+    loose = swap_words_copy(release, tmp_path / "loose", 0.2, seed=3)
+    assert len(loose) == len(sources) and all(original[c]["video_id"] != original[s]["video_id"] for c, s in loose.items())
+
+
 def test_validate_controls_builds_both_negative_controls_and_compares(demo_release, tmp_path):
     _, v1 = demo_release
     out = tmp_path / "with-controls"
@@ -611,6 +648,29 @@ def test_value_scores_every_clip_by_a_model_that_never_trained_on_its_video(demo
         s = shown[r["clip_id"]]
         assert s["value_release"] == "v1" and s["visual_gain"] == r["visual_gain"]
         assert ("frames_do_not_help" in s["value_flags"]) == bool(r["frames_do_not_help"])
+
+
+def test_value_with_several_seeds_scores_each_clip_by_the_seeds_mean():
+    """validate.value_seeds: a clip's losses and its per-donor frame gains are the mean over the
+    fold's seeds, so one training's quirk moves a flag less."""
+    from curate.recipe import ValidateConfig
+    from curate.refmodel.value import summarize, value_seeds
+
+    def run(words, donors):  # one seed's eval of one clip: per-word nats, and each donor's summed nats
+        return {"clips": [{"clip_id": "v1:0", "video_id": "v1", "word_nats": words, "nats_other_frames": donors}]}
+
+    seeds = {"aligned": [run([1.0, 1.0], [2.0, 6.0]), run([3.0, 1.0], [4.0, 4.0])],
+             "shuffled": [run([2.0, 2.0], []), run([2.0, 4.0], [])],
+             "none": [run([3.0, 3.0], []), run([5.0, 3.0], [])]}
+    cfg = ValidateConfig(value_seeds=2, seed=7, bootstrap=200)
+    assert value_seeds(cfg) == [7, 8]
+    (row,) = summarize({0: seeds}, {"video_fold": {"v1": 0}, "splits": {"v1:0": "train"}, "no_words": [], "folds": 2},
+                       cfg)["clips"]
+    assert row["loss_aligned"] == pytest.approx(1.5) and row["loss_none"] == pytest.approx(3.5)
+    assert row["visual_gain"] == pytest.approx(2.0) and row["temporal_gain"] == pytest.approx(1.0)
+    # Per donor and seed, (donor nats - own nats) / words: seed 7 gives 0 and 2, seed 8 gives 0 and 0.
+    assert row["frame_gain"] == pytest.approx(0.5) and row["frame_gain_low"] == pytest.approx(0.0)
+    assert row["frames_do_not_help"] is True and row["frame_gain_p"] == pytest.approx(2 / 3)
 
 
 def test_value_killed_mid_fold_resumes_without_redoing_a_fold(demo_release, valued):
