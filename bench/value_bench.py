@@ -1,14 +1,25 @@
 """Do the per-clip value flags find the clips known to be bad?
 
 A control release: the 24-video demo release (`curate demo --videos 24`, built once
-in --workdir), copied with a known fraction of its clips corrupted (each carries the
-words of a clip of another video, moved into its time; ids recorded). `curate value`
-scores the copy; the bench prints, per flag, how many corrupted clips it recovers
-(recall) and how many of the clips it flags are corrupted (precision), against the
-goal of 0.8 for both, and the same flags on the clean release (false alarms).
+in --workdir), copied with a known fraction of its clips corrupted. The chosen clips of
+each value fold trade their words among themselves (each takes those of a chosen clip of
+another video of its fold, moved into its time; ids and sources in corrupted.json):
 
-    .venv/bin/python bench/value_bench.py                       # 20% corrupted, 5 folds, tiny, 300 steps (~10 min)
-    .venv/bin/python bench/value_bench.py --fraction 0.2 --folds 5 --steps 300 --seed 0 --no-clean
+- within a fold, so no model that scores a corrupted clip has trained on its words (a
+  clip's words taken from any other clip, left clean in the release, were memorised by
+  the models of the other folds: docs/refmodel.md);
+- with ``--matches looks`` (the default), no traded word names a colour or shape that the
+  clip's frames have shown by then, or one that looks like it to the demo CLIP (blue for
+  purple, a star for a diamond; the bench prints which look alike); ``names`` leaves out
+  only the exact names, ``allow`` nothing. The generator's truth files say what is shown.
+
+`curate value` scores the copy; the bench prints, per flag, how many corrupted clips it
+recovers (recall) and how many of the clips it flags are corrupted (precision), against
+the goal of 0.8 for both, and the same flags on the clean release (false alarms).
+
+    .venv/bin/python bench/value_bench.py                 # 20% corrupted, 5 folds, tiny, 3 seeds x 300 steps (~20 min)
+    .venv/bin/python bench/value_bench.py --fraction 0.2 --folds 5 --steps 300 --seeds 3 --seed 0 --no-clean
+    .venv/bin/python bench/value_bench.py --matches allow  # any trade within a fold
     .venv/bin/python bench/value_bench.py --backbone smollm2-135m   # the bundled SmolLM2, frozen: 60 steps x 2, lr 0.03
 
 Both copies (corrupted and clean) are the bench's own: it writes the backbone's settings into
@@ -20,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -31,9 +43,14 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from curate.demo.corpus import COLORS, DEMO_DATA, SHAPE_TRAITS  # noqa: E402
+from curate.recipe import ValidateConfig  # noqa: E402
 from curate.refmodel.controls import swap_words_copy  # noqa: E402
+from curate.refmodel.value import assign_folds  # noqa: E402
 
 FLAGS = ("frames_do_not_help", "unlearnable")
+MATCHES = {"looks": "trades naming what the frames show or what looks like it", "names": "trades naming what the "
+           "frames show", "allow": "none"}
 GOAL = 0.8
 # Per backbone, the validate settings the bench trains with (docs/refmodel.md: SmolLM2's are the
 # recommended 2-core settings measured there).
@@ -58,6 +75,73 @@ def set_validate(release: Path, settings: dict) -> None:
     doc = yaml.safe_load(path.read_text()) or {}
     doc["validate"] = (doc.get("validate") or {}) | settings
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def value_folds(release: Path, folds: int, settings: dict) -> dict[str, int]:
+    """Each video's fold as `curate value` will deal them (the videos with words; validate.seed)."""
+    recipe = yaml.safe_load((release / "recipe.yaml").read_text()) or {}
+    seed = ValidateConfig.model_validate((recipe.get("validate") or {}) | settings).seed
+    videos = [v for (v,) in duckdb.sql(f"SELECT DISTINCT video_id FROM '{release / 'data' / 'clips'}/*.parquet' "
+                                       "WHERE len(words) > 0").fetchall()]
+    return assign_folds(videos, folds, seed)
+
+
+def demo_scenes(workdir: Path) -> dict[str, list[dict]]:
+    """Each demo video's scenes (video seconds, colour, shape) from the generator's truth files."""
+    files = [*DEMO_DATA.glob("*.truth.json"), *(workdir / "catalogs" / "demo-24" / "videos").glob("*.truth.json")]
+    return {f.name.split(".")[0]: json.loads(f.read_text())["scenes"] for f in files}
+
+
+LOOK_ALIKE = 0.3  # mean cosine of two colours' (or shapes') scenes to the demo CLIP at which they look alike
+
+
+def look_alikes(threshold: float = LOOK_ALIKE) -> dict[str, set[str]]:
+    """Each colour and shape, with those whose scenes look like its own to the demo CLIP (the mean
+    cosine between their scenes' embeddings, every other attribute varied, at least ``threshold``;
+    scenes of one colour score 0.5-0.7 here, of two colours -0.2 to 0.4): blue for purple, a star
+    for a diamond. Trades that name one of those are left out with ``--matches looks``."""
+    import numpy as np
+
+    from curate.demo.corpus import BACKGROUNDS, render_scene
+    from curate.vision.clip_encoder import DEMO_MODEL, ClipEncoder
+
+    grid = [(c, s) for c in sorted(COLORS) for s in sorted(SHAPE_TRAITS)]
+    frames = [np.asarray(render_scene(s, c, "apples", BACKGROUNDS[0]))[:, :, ::-1].copy() for c, s in grid]
+    emb = ClipEncoder(DEMO_MODEL, None).encode_frames(frames)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    sim = emb @ emb.T
+    out: dict[str, set[str]] = {}
+    for axis, names in ((0, sorted(COLORS)), (1, sorted(SHAPE_TRAITS))):
+        other = [g[1 - axis] for g in grid]
+        for a in names:
+            out[a] = {a}
+            for b in names:
+                pairs = [sim[i, j] for i, x in enumerate(grid) for j, y in enumerate(grid)
+                         if x[axis] == a and y[axis] == b and other[i] != other[j]]
+                if b != a and float(np.mean(pairs)) >= threshold:
+                    out[a].add(b)
+    return out
+
+
+def names_nothing_on_screen(scenes: dict[str, list[dict]], alike: dict[str, set[str]] | None = None):
+    """``allowed`` for swap_words_copy: the source's words, moved into the clip's time, name no colour
+    or shape that the clip's frames have shown by the time the word ends, nor (with ``alike``) one
+    that looks like it (else the trade leaves words its frames do bear on: with 8 colours and
+    6 shapes, chance matches are common)."""
+    alike = alike or {}
+
+    def allowed(clip: dict, source: dict) -> bool:
+        shown = scenes[re.search(r"demo_\d+", clip["video_id"]).group(0)]
+        shift = clip["start_s"] - source["start_s"]
+        for w in source["words"]:
+            end, word = w["end_s"] + shift, w["text"].strip(".,!?").lower()
+            if end <= clip["end_s"] and (word in COLORS or word in SHAPE_TRAITS):
+                seen = alike.get(word, {word})
+                if any(sc["start"] < end and sc["end"] > clip["start_s"] and seen & {sc["color"], sc["shape"]}
+                       for sc in shown):
+                    return False
+        return True
+    return allowed
 
 
 def value(release: Path, folds: int) -> tuple[list[dict], float]:
@@ -91,20 +175,43 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--backbone", choices=sorted(BACKBONES), default="tiny")
     ap.add_argument("--steps", type=int, help="training steps per (fold, condition); default: the backbone's")
+    ap.add_argument("--seeds", type=int, help="training seeds per fold (validate.value_seeds); default: the backbone's")
+    ap.add_argument("--donors", type=int, help="clips whose frames each clip's words are also scored under "
+                                                 "(validate.value_donors)")
     ap.add_argument("--seed", type=int, default=0, help="which clips are corrupted")
+    ap.add_argument("--matches", choices=sorted(MATCHES), default="looks",
+                    help="which trades are left out: words naming a colour or shape the clip's frames show or one "
+                         "that looks like it to the demo CLIP (looks), only those shown (names), none (allow)")
     ap.add_argument("--no-clean", action="store_true", help="skip scoring the clean release (false alarms)")
     args = ap.parse_args()
 
-    settings = BACKBONES[args.backbone] | ({"steps": args.steps} if args.steps else {})
+    given = {"steps": args.steps, "value_seeds": args.seeds, "value_donors": args.donors}
+    settings = BACKBONES[args.backbone] | {k: v for k, v in given.items() if v}
     release = demo_release(args.workdir.resolve())
     control = release.with_name(f"{release.name}-swapped-{int(args.fraction * 100)}-{args.backbone}")
-    bad = set(swap_words_copy(release, control, args.fraction, args.seed))
-    (control / "corrupted.json").write_text(json.dumps(sorted(bad), indent=1))
+    folds = value_folds(release, args.folds, settings)
+    allowed = None
+    if args.matches != "allow":
+        alike = look_alikes() if args.matches == "looks" else None
+        if alike:
+            print("look alike to the demo CLIP:", "; ".join(f"{a}: {', '.join(sorted(b - {a}))}"
+                                                          for a, b in alike.items() if len(b) > 1))
+        allowed = names_nothing_on_screen(demo_scenes(args.workdir.resolve()), alike)
+    sources = swap_words_copy(release, control, args.fraction, args.seed, groups=folds, allowed=allowed)
+    bad = set(sources)
+    (control / "corrupted.json").write_text(json.dumps(sources, indent=1))
     set_validate(control, settings)
     rows, seconds = value(control, args.folds)
+    dealt = json.loads((control / "value" / "value.json").read_text())["video_fold"]
+    video = {r["clip_id"]: r["video_id"] for r in rows}
+    if any(dealt[video[c]] != dealt[video[s]] for c, s in sources.items() if c in video and s in video):
+        sys.exit("value dealt the videos into other folds than the bench traded words in: the control leaks")
     print(f"\ncontrol release {control.name}: {len(rows)} clips valued, {len(bad)} corrupted "
-          f"({args.fraction:.0%}, words of another video's clip; ids in {control / 'corrupted.json'}); "
-          f"backbone {args.backbone}, {args.folds} folds x 3 conditions x {settings['steps']} steps, {seconds:.0f} s; "
+          f"({args.fraction:.0%}, words traded among clips of other videos of the same fold, left out: "
+          f"{MATCHES[args.matches]}; ids and sources in "
+          f"{control / 'corrupted.json'}); "
+          f"backbone {args.backbone}, {args.folds} folds x 3 conditions x {settings.get('value_seeds', 1)} seeds x "
+          f"{settings['steps']} steps, {seconds:.0f} s; "
           f"load {os.getloadavg()[0]:.1f}")
     res = scores(rows, bad)
     print(f"{'flag':<26} {'flagged':>7} {'corrupt':>7} {'precision':>9} {'recall':>7}  goal {GOAL} both")
