@@ -55,7 +55,7 @@ GOAL = 0.8
 # Per backbone, the validate settings the bench trains with (docs/refmodel.md: SmolLM2's are the
 # recommended 2-core settings measured there).
 BACKBONES = {
-    "tiny": {"steps": 300},
+    "tiny": {"steps": 300, "value_seeds": 3},
     "smollm2-135m": {"backbone": "smollm2-135m", "steps": 60, "batch_size": 2, "lr": 0.03, "checkpoint_every": 20},
 }
 

@@ -165,7 +165,7 @@ class ValidateConfig(BaseModel):
                                                           "the models trained on the other folds")
     value_seeds: int = Field(1, ge=1, le=100, description="`curate value`: training seeds per fold (seed, seed+1, "
                                                           "...); a clip's losses and gains are their mean")
-    value_donors: int = Field(19, ge=1, le=1000, description="`curate value`: clips of other videos whose frames "
+    value_donors: int = Field(39, ge=1, le=1000, description="`curate value`: clips of other videos whose frames "
                                                              "each clip's words are also scored under")
     value_fence_iqr: float = Field(3.0, gt=0, le=100, description="`curate value`: a clip is unlearnable above "
                                                                   "Q3 + this x IQR of the release's loss per word")

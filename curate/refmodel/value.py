@@ -6,6 +6,8 @@ Cross-fitting: the release's videos (every split) are dealt into k folds
 (frames aligned, shuffled, none) train on the clips of the other folds and
 score the clips of that fold. A video's clips share a fold, so no clip is
 scored by a model that saw its own video (nor by a tokenizer trained on it).
+With ``validate.value_seeds`` > 1 each fold trains once per seed and a clip's
+per-word losses and per-donor frame gains are the seeds' means.
 
 Per clip:
 
