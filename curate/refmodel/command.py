@@ -216,6 +216,11 @@ def value(target: str, version: str | None, steps: int | None, folds: int | None
             why = "; ".join(f"validate.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             console.print(styled("value refused", "red", f": {why}"), highlight=False)
             return EXIT_BAD_RECIPE
+    try:
+        cv.check_folds(release, cfg)  # before Ray starts: a too-small release is refused at once
+    except ValueError as exc:
+        console.print(styled("value refused", "red", f": {exc}"), highlight=False)
+        return EXIT_BAD_RECIPE
     out = release / cv.VALUE
     work = out / "_work"
     doc, code = _trained("value", recipe, console, lambda: cv.run(release, cfg, work, console))

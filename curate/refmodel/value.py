@@ -100,6 +100,19 @@ def unit_folder(work: Path, fold: int, condition: str, seed: int) -> Path:
     return fold_folder(work, fold) / condition / f"seed_{seed}"
 
 
+def check_folds(release: Path, cfg, clips: list | None = None) -> list[str]:
+    """The release's videos with words (of ``clips``, default its clips table), refused with a
+    ValueError when there are fewer than ``validate.value_folds``: cheap, so `curate value` asks
+    it before Ray starts."""
+    if clips is None:
+        clips = [c for c in rdata.read_clips(release) if c.words]
+    videos = sorted({c.video_id for c in clips})
+    if len(videos) < cfg.value_folds:
+        raise ValueError(f"{release}: per-clip value needs at least validate.value_folds = {cfg.value_folds} videos "
+                         f"with words; the release has {len(videos)} (lower validate.value_folds)")
+    return videos
+
+
 def prepare(release: Path, cfg, work: Path, console=None) -> dict:
     """Each fold's training and scored clips (``work/fold_<k>/data.pt``, the tokenizer trained on
     the fold's training clips only); returns the summary with every video's fold."""
@@ -109,11 +122,8 @@ def prepare(release: Path, cfg, work: Path, console=None) -> dict:
 
     rd = rdata.load(release, cfg.max_seconds, console)
     scored = [c for c in rd.clips if c.words]
-    videos = sorted({c.video_id for c in scored})
+    videos = check_folds(release, cfg, scored)
     k = cfg.value_folds
-    if len(videos) < k:
-        raise ValueError(f"{release}: per-clip value needs at least validate.value_folds = {k} videos with words; "
-                         f"the release has {len(videos)} (lower validate.value_folds)")
     folds = assign_folds(videos, k, cfg.seed)
     donors = pick_donors(scored, rd.clips, cfg.value_donors, cfg.seed)
     vis = {c.clip_id: c.vis for c in rd.clips}
