@@ -16,9 +16,13 @@ another video of its fold, moved into its time; ids and sources in corrupted.jso
 `curate value` scores the copy; the bench prints, per flag, how many corrupted clips it
 recovers (recall) and how many of the clips it flags are corrupted (precision), against
 the goal of 0.8 for both, and the same flags on the clean release (false alarms).
+``--draws`` (default 3) makes that many control releases, corruption seeds --seed,
+--seed + 1, ..., and pools their counts: one draw corrupts only 11 clips, and which 11
+changes with every build of the demo (a video's id hashes its URL, whose loopback port is
+new each time, and the folds are dealt by id), so one draw's figures move by 0.2 or more.
 
-    .venv/bin/python bench/value_bench.py                 # 20% corrupted, 5 folds, tiny, 3 seeds x 300 steps (~20 min)
-    .venv/bin/python bench/value_bench.py --fraction 0.2 --folds 5 --steps 300 --seeds 3 --seed 0 --no-clean
+    .venv/bin/python bench/value_bench.py                 # 3 draws x 20% corrupted, 5 folds, tiny, 3 seeds (~40 min)
+    .venv/bin/python bench/value_bench.py --fraction 0.2 --folds 5 --steps 300 --seeds 3 --seed 0 --draws 1 --no-clean
     .venv/bin/python bench/value_bench.py --matches allow  # any trade within a fold
     .venv/bin/python bench/value_bench.py --backbone smollm2-135m   # the bundled SmolLM2, frozen: 60 steps x 2, lr 0.03
 
@@ -168,6 +172,41 @@ def scores(rows: list[dict], bad: set[str]) -> dict[str, dict]:
     return out
 
 
+def print_scores(res: dict[str, dict]) -> None:
+    print(f"{'flag':<26} {'flagged':>7} {'corrupt':>7} {'precision':>9} {'recall':>7}  goal {GOAL} both")
+    for flag, s in res.items():
+        ok = s["precision"] >= GOAL and s["recall"] >= GOAL
+        print(f"{flag:<26} {s['flagged']:>7} {s['true']:>7} {s['precision']:>9.2f} {s['recall']:>7.2f}  "
+              f"{'met' if ok else 'not met'}")
+
+
+def draw(release: Path, args, settings: dict, folds: dict, allowed, seed: int) -> dict[str, dict]:
+    """One control release (corruption ``seed``) valued and scored: each flag's counts."""
+    control = release.with_name(f"{release.name}-swapped-{int(args.fraction * 100)}-{args.backbone}-seed{seed}")
+    sources = swap_words_copy(release, control, args.fraction, seed, groups=folds, allowed=allowed)
+    bad = set(sources)
+    (control / "corrupted.json").write_text(json.dumps(sources, indent=1))
+    set_validate(control, settings)
+    rows, seconds = value(control, args.folds)
+    dealt = json.loads((control / "value" / "value.json").read_text())["video_fold"]
+    video = {r["clip_id"]: r["video_id"] for r in rows}
+    if any(dealt[video[c]] != dealt[video[s]] for c, s in sources.items() if c in video and s in video):
+        sys.exit("value dealt the videos into other folds than the bench traded words in: the control leaks")
+    print(f"\ncontrol release {control.name}: {len(rows)} clips valued, {len(bad)} corrupted "
+          f"({args.fraction:.0%}, corruption seed {seed}, words traded among clips of other videos of the same fold, "
+          f"left out: {MATCHES[args.matches]}; ids and sources in {control / 'corrupted.json'}); "
+          f"backbone {args.backbone}, {args.folds} folds x 3 conditions x {settings.get('value_seeds', 1)} seeds x "
+          f"{settings['steps']} steps, {settings.get('value_donors', ValidateConfig().value_donors)} donors, "
+          f"{seconds:.0f} s; load {os.getloadavg()[0]:.1f}")
+    res = scores(rows, bad)
+    print_scores(res)
+    for col in ("frame_gain", "visual_gain"):
+        gains = sorted(((r[col], r["clip_id"] in bad) for r in rows))
+        print(f"{col}, corrupted clips:", " ".join(f"{g:+.2f}" for g, b in gains if b))
+        print(f"{col}, clean clips:    ", " ".join(f"{g:+.2f}" for g, b in gains if not b))
+    return {flag: r | {"bad": len(bad)} for flag, r in res.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/curate-value-bench"))
@@ -178,7 +217,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, help="training seeds per fold (validate.value_seeds); default: the backbone's")
     ap.add_argument("--donors", type=int, help="clips whose frames each clip's words are also scored under "
                                                  "(validate.value_donors)")
-    ap.add_argument("--seed", type=int, default=0, help="which clips are corrupted")
+    ap.add_argument("--seed", type=int, default=0, help="which clips are corrupted (the first draw's)")
+    ap.add_argument("--draws", type=int, default=3, help="control releases, corruption seeds --seed, --seed + 1, ...: "
+                                                         "each scored, then all pooled")
     ap.add_argument("--matches", choices=sorted(MATCHES), default="looks",
                     help="which trades are left out: words naming a colour or shape the clip's frames show or one "
                          "that looks like it to the demo CLIP (looks), only those shown (names), none (allow)")
@@ -188,7 +229,6 @@ def main() -> None:
     given = {"steps": args.steps, "value_seeds": args.seeds, "value_donors": args.donors}
     settings = BACKBONES[args.backbone] | {k: v for k, v in given.items() if v}
     release = demo_release(args.workdir.resolve())
-    control = release.with_name(f"{release.name}-swapped-{int(args.fraction * 100)}-{args.backbone}")
     folds = value_folds(release, args.folds, settings)
     allowed = None
     if args.matches != "allow":
@@ -197,32 +237,19 @@ def main() -> None:
             print("look alike to the demo CLIP:", "; ".join(f"{a}: {', '.join(sorted(b - {a}))}"
                                                           for a, b in alike.items() if len(b) > 1))
         allowed = names_nothing_on_screen(demo_scenes(args.workdir.resolve()), alike)
-    sources = swap_words_copy(release, control, args.fraction, args.seed, groups=folds, allowed=allowed)
-    bad = set(sources)
-    (control / "corrupted.json").write_text(json.dumps(sources, indent=1))
-    set_validate(control, settings)
-    rows, seconds = value(control, args.folds)
-    dealt = json.loads((control / "value" / "value.json").read_text())["video_fold"]
-    video = {r["clip_id"]: r["video_id"] for r in rows}
-    if any(dealt[video[c]] != dealt[video[s]] for c, s in sources.items() if c in video and s in video):
-        sys.exit("value dealt the videos into other folds than the bench traded words in: the control leaks")
-    print(f"\ncontrol release {control.name}: {len(rows)} clips valued, {len(bad)} corrupted "
-          f"({args.fraction:.0%}, words traded among clips of other videos of the same fold, left out: "
-          f"{MATCHES[args.matches]}; ids and sources in "
-          f"{control / 'corrupted.json'}); "
-          f"backbone {args.backbone}, {args.folds} folds x 3 conditions x {settings.get('value_seeds', 1)} seeds x "
-          f"{settings['steps']} steps, {seconds:.0f} s; "
-          f"load {os.getloadavg()[0]:.1f}")
-    res = scores(rows, bad)
-    print(f"{'flag':<26} {'flagged':>7} {'corrupt':>7} {'precision':>9} {'recall':>7}  goal {GOAL} both")
-    for flag, s in res.items():
-        ok = s["precision"] >= GOAL and s["recall"] >= GOAL
-        print(f"{flag:<26} {s['flagged']:>7} {s['true']:>7} {s['precision']:>9.2f} {s['recall']:>7.2f}  "
-              f"{'met' if ok else 'not met'}")
-    for col in ("frame_gain", "visual_gain"):
-        gains = sorted(((r[col], r["clip_id"] in bad) for r in rows))
-        print(f"{col}, corrupted clips:", " ".join(f"{g:+.2f}" for g, b in gains if b))
-        print(f"{col}, clean clips:    ", " ".join(f"{g:+.2f}" for g, b in gains if not b))
+    pooled: dict[str, dict] = {}
+    for seed in range(args.seed, args.seed + args.draws):
+        res = draw(release, args, settings, folds, allowed, seed)
+        for flag, s in res.items():
+            total = pooled.setdefault(flag, {"flagged": 0, "true": 0, "bad": 0})
+            total["flagged"] += s["flagged"]
+            total["true"] += s["true"]
+            total["bad"] += s["bad"]
+    if args.draws > 1:
+        print(f"\npooled over {args.draws} draws (corruption seeds {args.seed}-{args.seed + args.draws - 1}): "
+              "the clips flagged and corrupted of every draw counted together")
+        print_scores({f: t | {"precision": t["true"] / t["flagged"] if t["flagged"] else float("nan"),
+                              "recall": t["true"] / t["bad"] if t["bad"] else float("nan")} for f, t in pooled.items()})
     if not args.no_clean:
         copy = release.with_name(f"{release.name}-clean-{args.backbone}")
         swap_words_copy(release, copy, 0.0)
