@@ -20,10 +20,14 @@ the same files:
   its default downscale, the stage's threshold), as many files at once as the
   stage decodes, in processes started and with their imports done before the clock;
 - the decode limit: PyAV decoding the same video streams to nothing, one
-  thread each, as many at once: nothing that decodes can beat it.
+  thread each, as many at once: nothing that decodes every frame can beat it
+  (the stage, by default, leaves out the frames no other frame refers to:
+  ``segment.skip_nonref``; the bench also times it with every frame decoded,
+  and the decoder leaving out those frames to nothing: the limit for a pass that
+  skips them).
 
 The cuts of the CLI and of the API must agree with the stage's within one
-frame (at each file's average rate). Beside each wall time the bench prints
+frame (the same frame or the next, counted in the file's own frames). Beside each wall time the bench prints
 CPU-seconds (each contender's worker processes, all their threads; best of
 ``--repeat`` tries taken in turn): on cores other jobs share, wall time
 follows how many threads each contender runs, CPU time does not.
@@ -45,6 +49,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from curate.demo.corpus import FPS, make_long_video
@@ -122,6 +127,19 @@ def decode_to_null(path: str) -> int:
         return sum(1 for _ in container.decode(stream))
 
 
+def decode_nonref_to_null(path: str) -> int:
+    """The frames the stage decodes by default (non-reference frames left out) decoded and dropped:
+    the limit for a pass that skips them, as decode_to_null is for one that does not."""
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = 1
+        stream.codec_context.skip_frame = "NONREF"
+        return sum(1 for _ in container.decode(stream))
+
+
 def _imported(_: int = 0) -> int:
     """What a long-lived worker has loaded before its first video (the stage's do the same)."""
     import av  # noqa: F401
@@ -152,16 +170,32 @@ def in_processes(fn, paths: list[Path], workers: int) -> tuple[list, float, floa
         return [o for o, _ in out], time.perf_counter() - t0, sum(c for _, c in out)
 
 
-def frame_period(path: Path) -> float:
-    """One frame at the file's average rate: the tolerance for "the same cut"."""
+def frame_times(path: Path) -> np.ndarray:
+    """Every frame's time (seconds, sorted; the container's start taken off, as the stage does): "the
+    same cut" is the same frame or the next, counted in the file's own frames, not in seconds at
+    its average rate (on variable-frame-rate video one frame may last 0.1 s where the average is 0.05)."""
     import av
 
     with av.open(str(path)) as container:
-        return 1.0 / float(container.streams.video[0].average_rate)
+        stream = container.streams.video[0]
+        start = container.start_time / 1e6 if container.start_time is not None else 0.0
+        return np.sort([float(f.pts * f.time_base) - start for f in container.decode(stream) if f.pts is not None])
 
 
-def _agree(ours: dict, theirs: dict, period: dict) -> bool:
-    return all(len(ours.get(k, [])) == len(v) and all(abs(a - b) <= period[k] + 1e-6 for a, b in zip(ours[k], v))
+def mean_rate(times: np.ndarray) -> float:
+    """Frames per second over the file (its average rate, as PyAV reports it for most files)."""
+    return round((len(times) - 1) / max(float(np.ptp(times)), 1e-9), 3)
+
+
+def frame_at(times: np.ndarray, t: float) -> int:
+    """The index of the frame nearest ``t``."""
+    i = int(np.searchsorted(times, t))
+    return min((j for j in (i - 1, i) if 0 <= j < len(times)), key=lambda j: abs(times[j] - t))
+
+
+def _agree(ours: dict, theirs: dict, times: dict) -> bool:
+    return all(len(ours.get(k, [])) == len(v) and all(abs(frame_at(times[k], a) - frame_at(times[k], b)) <= 1
+                                                      for a, b in zip(ours[k], v))
                for k, v in theirs.items())
 
 
@@ -175,20 +209,27 @@ def bench_cuts(videos: list[Path], cli: bool = True, repeat: int = 2) -> dict:
         # Taken in turn, ``repeat`` times, the best of each kept: the CPUs are shared, and
         # a neighbour's burst then slows one try of one contender, not the comparison.
         stage_s = api_s = decode_s = stage_cpu = api_cpu = decode_cpu = float("inf")
+        every_s = every_cpu = nonref_s = nonref_cpu = float("inf")
         for i in range(repeat):
             rows, took, setup_s, cpu = stage_rows(videos, tmp / f"catalog{i}")
             stage_s, stage_cpu = min(stage_s, took), min(stage_cpu, cpu)
+            # The stage decoding every frame (segment.skip_nonref: false): what skipping buys.
+            every, took, _, cpu = stage_rows(videos, tmp / f"every{i}", skip_nonref=False)
+            every_s, every_cpu = min(every_s, took), min(every_cpu, cpu)
             api, took, cpu = in_processes(api_cuts, videos, workers)
             api_s, api_cpu = min(api_s, took), min(api_cpu, cpu)
             decoded, took, cpu = in_processes(decode_to_null, videos, workers)
             decode_s, decode_cpu = min(decode_s, took), min(decode_cpu, cpu)
+            kept, took, cpu = in_processes(decode_nonref_to_null, videos, workers)
+            nonref_s, nonref_cpu = min(nonref_s, took), min(nonref_cpu, cpu)
         frames = sum(len(r["frames"] or []) for r in rows)
     ours = {}
     for r in rows:
         if r["status"] == "ok" or r["error_code"] == "segment.no_clips":
             ours[r["video_id"]] = [round(c, 3) for c in r["video_cuts"]]
-    period = {p.stem: frame_period(p) for p in videos}
+    times = {p.stem: frame_times(p) for p in videos}
     api = {p.stem: c for p, c in zip(videos, api)}
+    every = {r["video_id"]: [round(c, 3) for c in r["video_cuts"]] for r in every if r["video_cuts"] is not None}
     return {"videos": len(videos), "frames_decoded": sum(decoded), "processes": workers, "best_of": repeat,
             "stage_s": round(stage_s, 2), "stage_setup_s": round(setup_s, 2), "cli_s": round(cli_s, 2),
             "api_s": round(api_s, 2), "decode_limit_s": round(decode_s, 2),
@@ -197,11 +238,17 @@ def bench_cuts(videos: list[Path], cli: bool = True, repeat: int = 2) -> dict:
             # CPU seconds (best of the tries): what the comparison is when the cores are shared.
             "stage_cpu_s": round(stage_cpu, 2), "api_cpu_s": round(api_cpu, 2), "decode_cpu_s": round(decode_cpu, 2),
             "cpu_vs_api": round(api_cpu / stage_cpu, 2), "cpu_share_of_decode_limit": round(decode_cpu / stage_cpu, 2),
-            "same_cuts_as_cli_within_1_frame": _agree(ours, baseline, period) if cli else None,
-            "same_cuts_as_api_within_1_frame": _agree(ours, api, period),
+            "same_cuts_as_cli_within_1_frame": _agree(ours, baseline, times) if cli else None,
+            "same_cuts_as_api_within_1_frame": _agree(ours, api, times),
+            "frames_decoded_skipping_nonref": sum(kept), "decode_nonref_s": round(nonref_s, 2),
+            "decode_nonref_cpu_s": round(nonref_cpu, 2),
+            "cpu_share_of_decode_nonref": round(nonref_cpu / stage_cpu, 2),
+            "every_frame_s": round(every_s, 2), "every_frame_cpu_s": round(every_cpu, 2),
+            "every_frame_cpu_vs_api": round(api_cpu / every_cpu, 2),
+            "every_frame_same_cuts_as_api": _agree(every, api, times),
             "sampled_frames_written": frames,
-            "files": {p.stem: {"frames": n, "fps": round(1 / period[p.stem], 3), "cuts": len(ours.get(p.stem, [])),
-                               "same_as_api": _agree(ours, {p.stem: api[p.stem]}, period)}
+            "files": {p.stem: {"frames": n, "fps": mean_rate(times[p.stem]), "cuts": len(ours.get(p.stem, [])),
+                               "same_as_api": _agree(ours, {p.stem: api[p.stem]}, times)}
                       for p, n in zip(videos, decoded)}}
 
 
@@ -280,7 +327,11 @@ def main() -> None:
               + (f"{r['vs_cli']}x the CLI ({r['cli_s']} s), " if r["vs_cli"] else "") +
               f"{r['share_of_decode_limit']:.0%} of the decode limit ({r['decode_limit_s']} s); "
               f"CPU-seconds {r['stage_cpu_s']}: {r['cpu_vs_api']}x the API's ({r['api_cpu_s']}), "
-              f"{r['cpu_share_of_decode_limit']:.0%} of the decode limit's ({r['decode_cpu_s']})")
+              f"{r['cpu_share_of_decode_limit']:.0%} of the decode limit's ({r['decode_cpu_s']}); "
+              f"{r['cpu_share_of_decode_nonref']:.0%} of decoding only the frames it decodes "
+              f"({r['frames_decoded_skipping_nonref']} frames, {r['decode_nonref_cpu_s']}); "
+              f"decoding every frame (skip_nonref: false) {r['every_frame_cpu_s']} CPU-s, "
+              f"{r['every_frame_cpu_vs_api']}x the API's (same cuts: {r['every_frame_same_cuts_as_api']})")
     if args.long:
         report["long"] = bench_long(args.long, args.workdir)
         print(json.dumps(report["long"], indent=1))
