@@ -9,7 +9,8 @@ another video of its fold, moved into its time; ids and sources in corrupted.jso
   clip's words taken from any other clip, left clean in the release, were memorised by
   the models of the other folds: docs/refmodel.md);
 - with ``--matches looks`` (the default), no traded word names a colour or shape that the
-  clip's frames have shown by then, or one that looks like it to the demo CLIP (blue for
+  clip's frames have shown the model by then (to the end of the word's second: each second's
+  frame comes before its words), or one that looks like it to the demo CLIP (blue for
   purple, a star for a diamond; the bench prints which look alike); ``names`` leaves out
   only the exact names, ``allow`` nothing. The generator's truth files say what is shown.
 
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import subprocess
@@ -127,11 +129,21 @@ def look_alikes(threshold: float = LOOK_ALIKE) -> dict[str, set[str]]:
     return out
 
 
+def seen_until(clip: dict, end_s: float) -> float:
+    """The video time up to which the reference model has seen the clip's frames when it reads a word
+    ending at ``end_s``: the end of that word's second. The stream puts each second's frame (the mean
+    of the frames sampled in it) before the words ending in that second (refmodel.data.stream), so a
+    word can see a scene that starts after it, within its second."""
+    full = max(1, math.ceil(clip["end_s"] - clip["start_s"] - 1e-6))
+    k = min(max(0, math.floor(end_s - clip["start_s"])), full - 1)
+    return clip["start_s"] + k + 1
+
+
 def names_nothing_on_screen(scenes: dict[str, list[dict]], alike: dict[str, set[str]] | None = None):
     """``allowed`` for swap_words_copy: the source's words, moved into the clip's time, name no colour
-    or shape that the clip's frames have shown by the time the word ends, nor (with ``alike``) one
-    that looks like it (else the trade leaves words its frames do bear on: with 8 colours and
-    6 shapes, chance matches are common)."""
+    or shape that the clip's frames have shown the model by the time it reads the word (seen_until),
+    nor (with ``alike``) one that looks like it (else the trade leaves words its frames do bear on:
+    with 8 colours and 6 shapes, chance matches are common)."""
     alike = alike or {}
 
     def allowed(clip: dict, source: dict) -> bool:
@@ -140,8 +152,8 @@ def names_nothing_on_screen(scenes: dict[str, list[dict]], alike: dict[str, set[
         for w in source["words"]:
             end, word = w["end_s"] + shift, w["text"].strip(".,!?").lower()
             if end <= clip["end_s"] and (word in COLORS or word in SHAPE_TRAITS):
-                seen = alike.get(word, {word})
-                if any(sc["start"] < end and sc["end"] > clip["start_s"] and seen & {sc["color"], sc["shape"]}
+                seen, until = alike.get(word, {word}), seen_until(clip, end)
+                if any(sc["start"] < until and sc["end"] > clip["start_s"] and seen & {sc["color"], sc["shape"]}
                        for sc in shown):
                     return False
         return True
